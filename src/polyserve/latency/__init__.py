@@ -1,0 +1,28 @@
+"""Latency models: how long one engine iteration takes.
+
+Reading guide:
+- ``base``      the ``LatencyModel`` protocol and the KV transfer time;
+- ``hardware``  GPU specs, model architectures, deployments and KV capacity;
+- ``linear``    the fitted linear model (BLIS coefficients; the default for Llama-3.1-8B on H100);
+- ``roofline``  an analytical model from architecture and GPU spec;
+- ``table``     a model interpolated from a profile CSV (Vidur's mlp.csv layout);
+- ``fit``       least-squares fit of linear coefficients from measured iterations;
+- ``registry``  ``build_latency_model(kind, deployment)`` and the ``auto`` choice.
+"""
+
+from polyserve.latency.base import LatencyModel, kv_transfer_time
+from polyserve.latency.hardware import Deployment, GpuSpec, ModelArch, get_deployment, get_gpu, get_model
+from polyserve.latency.linear import LinearLatencyModel, blis_linear_model
+
+__all__ = [
+    "Deployment",
+    "GpuSpec",
+    "LatencyModel",
+    "LinearLatencyModel",
+    "ModelArch",
+    "blis_linear_model",
+    "get_deployment",
+    "get_gpu",
+    "get_model",
+    "kv_transfer_time",
+]
