@@ -1,1 +1,1 @@
-"""metrics package."""
+"""Outputs: per-request records, the per-request CSV, the summary JSON and goodput search."""

@@ -1,0 +1,430 @@
+"""The cluster simulation: a fleet of instances, a router with pending queues, ticks and scaling.
+
+Event loop with a virtual clock (integer ns). Heap key ``(time, class, tiebreak, seq)``: at one instant,
+arrivals (class 0) come before KV hand-offs (1), servers becoming ready (2), instance steps (3, by server id)
+and the periodic tick (4). Tie-breaking by id, not by push order, keeps the order canonical, which is what
+makes the fast path (fewer step events) give exactly the results of stepping every iteration.
+
+The router is called on every arrival, again for pending requests whenever a request finishes and on each
+tick, and (disaggregated) when a prefill completes to place the decode. It reads the ``FleetState`` ledger,
+which this module updates from dispatch, first token and finish only: the same information a live gateway
+has. Scale actions move servers between the idle pool and tiers; a server asked to leave while busy drains
+first. Instance-seconds count every active (paid) server, including while it cold-starts.
+
+Failure modes: a request longer than an instance's KV capacity is rejected with the reason, never left to
+hang; a run that reaches ``horizon_s`` stops and reports what is unfinished.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from polyserve.core.fleet import FleetConfig, FleetState, RequestInfo, RoutingDecision, ScaleAction
+from polyserve.latency.base import kv_transfer_time
+from polyserve.metrics.records import ATTAINED, REJECTED, SHED, UNFINISHED, VIOLATED, RequestRecords
+from polyserve.policy.base import Autoscaler, InstanceScheduler, Router
+from polyserve.sim.config import SimConfig
+from polyserve.sim.instance import Instance
+from polyserve.sim.request import DECODING, DONE, PENDING, TRANSFER, SimRequest
+
+ARRIVAL, KV_DONE, READY, STEP, TICK = range(5)
+NS = 1_000_000_000
+
+
+@dataclass
+class RunStats:
+    """Fleet-level outcome of one run (the per-request outcome is in ``RequestRecords``)."""
+
+    end_ns: int = 0
+    events: int = 0
+    instance_ns: int = 0  # integral of active servers over time
+    scaling_actions: int = 0
+    preemptions: int = 0
+    iterations: int = 0
+    busy_ns: int = 0
+    peak_kv_fraction: float = 0.0
+    stopped_at_horizon: bool = False
+    servers_timeline: list[tuple[float, list[int], int]] = field(default_factory=list)  # (t_s, per tier, shared)
+    decisions: dict[str, int] = field(default_factory=dict)  # reason -> count
+
+
+class Simulation:
+    """One run: ``Simulation(...).run()`` fills ``records`` and returns ``RunStats``."""
+
+    def __init__(
+        self,
+        workload,  # polyserve.workload.Workload
+        model,  # a LatencyModel
+        router: Router,
+        scheduler_factory: Callable[[], InstanceScheduler],
+        config: SimConfig,
+        autoscaler: Autoscaler | None = None,
+        progress: Callable[[float], None] | None = None,
+        stop_when: Callable[[RequestRecords, int], bool] | None = None,
+    ) -> None:
+        self.w = workload
+        self.model = model
+        self.router = router
+        self.config = config
+        self.autoscaler = autoscaler
+        self.progress = progress
+        self.stop_when = stop_when
+        self.kv_capacity = model.deployment.kv_capacity_tokens
+        roles = config.roles()
+        self.fleet = FleetState(
+            workload.tiers,
+            FleetConfig(
+                kv_capacity_tokens=self.kv_capacity,
+                max_num_seqs=config.max_num_seqs,
+                max_num_batched_tokens=config.max_num_batched_tokens,
+                output_len_prior=config.output_len_prior,
+            ),
+            model,
+            roles,  # type: ignore[arg-type]
+        )
+        self.instances = [
+            Instance(
+                sid,
+                role,
+                model,
+                self.kv_capacity,
+                scheduler_factory(),
+                self,
+                max_num_seqs=config.max_num_seqs,
+                max_num_batched_tokens=config.max_num_batched_tokens,
+                fast=config.fast,
+            )
+            for sid, role in enumerate(roles)
+        ]
+        self.records = RequestRecords(len(workload))
+        self.stats = RunStats()
+        self._heap: list[tuple[int, int, int, int, int, object, int]] = []
+        self._seq = 0
+        self._now = 0
+        self._hw: tuple[int, int] = (-1, -1)  # highest (class, tiebreak) processed at self._now
+        self._live: dict[int, SimRequest] = {}
+        self._next_arrival = 0
+        self._tick_scheduled = False
+        self._active_since = 0
+        self._active_count = 0
+        self._phase_mixed = config.mode == "colocated"
+        # arrays as Python lists for fast scalar access
+        self._arr = (workload.arrival_s * NS).round().astype(np.int64).tolist()
+        self._inp = workload.input_tokens.tolist()
+        self._out = workload.output_tokens.tolist()
+        self._tier = workload.tier.tolist()
+        self._ttft = (workload.ttft_ms * 1_000_000).round().astype(np.int64).tolist()
+        self._tpot = (workload.tpot_ms * 1_000_000).round().astype(np.int64).tolist()
+        self._horizon = None if config.horizon_s is None else round(config.horizon_s * NS)
+
+    # ---- Host protocol (called by instances) ---------------------------------------------------------------
+    def schedule_step(self, inst: Instance, t: int) -> None:
+        self._push(t, STEP, inst.sid, inst, inst.version)
+
+    def processed_past_step(self, inst: Instance, t: int) -> bool:
+        return t == self._now and self._hw > (STEP, inst.sid)
+
+    def on_first_token(self, inst: Instance, req: SimRequest, t: int) -> None:
+        self.fleet.on_first_token(req.rid, t / NS)
+
+    def on_finish(self, inst: Instance, req: SimRequest, t: int) -> None:
+        self._live.pop(req.rid, None)
+        self.fleet.on_finish(req.rid, t / NS, req.output_tokens)
+        self._record(req, t)
+        srv = self.fleet.servers[inst.sid]
+        if srv.draining and srv.num_requests == 0:
+            self._release(inst.sid, t, "drained")
+        if self._pending_any():
+            self._retry_pending(t)
+
+    def on_handoff(self, inst: Instance, req: SimRequest, t: int) -> None:
+        self.fleet.on_finish(req.rid, t / NS, None)
+        self.records.prefill_instance[req.index] = inst.sid
+        srv = self.fleet.servers[inst.sid]
+        if srv.draining and srv.num_requests == 0:
+            self._release(inst.sid, t, "drained")
+        self._route(req, t, "decode")
+        if self._pending_any():
+            self._retry_pending(t)
+
+    def on_preempt(self, inst: Instance, req: SimRequest, t: int) -> None:
+        self.stats.preemptions += 1
+
+    # ---- event plumbing ---------------------------------------------------------------------------------
+    def _push(self, t: int, cls: int, tiebreak: int, obj: object, version: int = 0) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, cls, tiebreak, self._seq, cls, obj, version))
+
+    def _push_next_arrival(self) -> None:
+        i = self._next_arrival
+        if i < len(self._arr):
+            self._push(self._arr[i], ARRIVAL, i, i)
+
+    def _ensure_tick(self, now: int) -> None:
+        if not self._tick_scheduled:
+            self._tick_scheduled = True
+            self._push(now + round(self.config.tick_s * NS), TICK, 0, None)
+
+    # ---- main loop ----------------------------------------------------------------------------------------
+    def run(self) -> RunStats:
+        tiers = self.fleet.tiers
+        self._timeline_point(0)
+        if not self.router.tiered:
+            for s in self.fleet.servers:
+                s.active = True
+        self._active_count = sum(1 for s in self.fleet.servers if s.active)
+        self._push_next_arrival()
+        if self.autoscaler is not None:
+            self._ensure_tick(0)
+        heap = self._heap
+        total = max(1, len(self._arr))
+        next_progress = 0
+        horizon = self._horizon
+        pop = heapq.heappop
+        while heap:
+            t, cls, tb, _, _, obj, version = pop(heap)
+            if horizon is not None and t > horizon:
+                self.stats.stopped_at_horizon = True
+                heap.clear()
+                break
+            if t != self._now:
+                self._now = t
+                self._hw = (-1, -1)
+            self.stats.events += 1
+            if cls == STEP:
+                inst: Instance = obj  # type: ignore[assignment]
+                if version != inst.version:
+                    continue
+                self._hw = (STEP, tb) if (STEP, tb) > self._hw else self._hw
+                inst.step(t, version)
+            elif cls == ARRIVAL:
+                self._hw = max(self._hw, (ARRIVAL, tb))
+                self._arrive(obj, t)  # type: ignore[arg-type]
+                if self.progress is not None and tb >= next_progress:
+                    self.progress(tb / total)
+                    next_progress = tb + max(1, total // 200)
+            elif cls == KV_DONE:
+                self._hw = max(self._hw, (KV_DONE, tb))
+                req, sid = obj  # type: ignore[misc]
+                self.instances[sid].enqueue_prefilled(req, t)
+            elif cls == READY:
+                self._hw = max(self._hw, (READY, tb))
+                if self._pending_any():
+                    self._retry_pending(t)
+            else:  # TICK
+                self._hw = max(self._hw, (TICK, tb))
+                self._tick_scheduled = False
+                self._tick(t)
+            if self.stop_when is not None and cls == STEP and self.stop_when(self.records, t):
+                heap.clear()
+                break
+        end = self._now if horizon is None or not self.stats.stopped_at_horizon else horizon
+        self._finalize(end)
+        del tiers
+        return self.stats
+
+    # ---- arrivals and routing -------------------------------------------------------------------------------
+    def _arrive(self, i: int, t: int) -> None:
+        self._next_arrival = i + 1
+        self._push_next_arrival()
+        req = SimRequest(i, i, t, self._inp[i], self._out[i], self._tier[i], self._ttft[i], self._tpot[i])
+        req.info = RequestInfo(
+            rid=i,
+            arrival=t / NS,
+            input_tokens=req.input_tokens,
+            tier=req.tier,
+            ttft_slo=req.ttft / NS,
+            tpot_slo=req.tpot / NS,
+            max_tokens=req.output_tokens if self.config.send_max_tokens else None,
+        )
+        self.records.status[i] = UNFINISHED
+        self._live[i] = req
+        if req.input_tokens + req.output_tokens > self.kv_capacity:
+            self._end(req, REJECTED, t, f"prompt+output ({req.input_tokens + req.output_tokens} tokens) exceeds "
+                      f"an instance's KV capacity ({self.kv_capacity} tokens)")
+            return
+        self._route(req, t, "mixed" if self._phase_mixed else "prefill")
+
+    def _route(self, req: SimRequest, t: int, phase: str, queued: bool = False) -> bool:
+        """Ask the router; apply its decision. Returns False if the request stays pending.
+
+        ``queued``: the request is already in a pending queue (a retry), so a refusal leaves it in place.
+        """
+        now = t / NS
+        d: RoutingDecision = self.router.route(req.info, self.fleet, now, phase)  # type: ignore[arg-type]
+        for a in d.scale:
+            self._apply_scale(a, t)
+        self.stats.decisions[d.action] = self.stats.decisions.get(d.action, 0) + 1
+        if d.action == "dispatch":
+            assert d.server is not None
+            self._dispatch(req, d.server, t, phase, d.promoted)
+            return True
+        if d.action == "pending":
+            if not queued:
+                q = self.fleet.pending_decode if phase == "decode" else self.fleet.pending
+                req.state = PENDING
+                q[req.tier].append(req.info)  # type: ignore[arg-type]
+            self._ensure_tick(t)
+            return False
+        self._end(req, SHED if d.action == "shed" else REJECTED, t, d.reason)
+        return True
+
+    def _dispatch(self, req: SimRequest, sid: int, t: int, phase: str, promoted: bool) -> None:
+        srv = self.fleet.servers[sid]
+        if not srv.active or srv.role != ("mixed" if phase == "mixed" else phase):
+            raise RuntimeError(f"router {self.router.name} sent request {req.rid} to server {sid} "
+                               f"(active={srv.active}, role={srv.role}) for phase {phase}")
+        inst = self.instances[sid]
+        if promoted:
+            self.records.promoted[req.index] = True
+        if phase == "decode":
+            self.fleet.on_dispatch(req.info, sid, t / NS, has_first_token=True)  # type: ignore[arg-type]
+            self.records.instance[req.index] = sid
+            req.state = TRANSFER
+            req.prefill_target = req.input_tokens
+            dt = round(kv_transfer_time(self.model.deployment, req.input_tokens + 1, self.config.kv_link_gbps) * NS)
+            self._push(t + dt, KV_DONE, req.rid, (req, sid))
+        else:
+            self.fleet.on_dispatch(req.info, sid, t / NS)  # type: ignore[arg-type]
+            if phase == "mixed":
+                self.records.instance[req.index] = sid
+            else:
+                self.records.prefill_instance[req.index] = sid
+            inst.enqueue(req, t)
+
+    def _pending_any(self) -> bool:
+        f = self.fleet
+        return any(f.pending) or any(f.pending_decode)
+
+    def _retry_pending(self, t: int) -> None:
+        """Re-route pending requests, tightest tier first, oldest first; stop a tier at its first refusal."""
+        f = self.fleet
+        for phase, queues in (("decode", f.pending_decode), ("mixed" if self._phase_mixed else "prefill", f.pending)):
+            for q in queues:
+                while q:
+                    info = q[0]
+                    req = self._live.get(info.rid)
+                    if req is None:
+                        q.popleft()
+                        continue
+                    q.popleft()
+                    if not self._route(req, t, phase, queued=True):
+                        q.appendleft(info)
+                        break
+
+    def _tick(self, t: int) -> None:
+        now = t / NS
+        if self.autoscaler is not None:
+            for a in self.autoscaler.decide(self.fleet, now):
+                self._apply_scale(a, t)
+        tick_fn = getattr(self.router, "tick", None)
+        if tick_fn is not None:
+            for a in tick_fn(self.fleet, now):
+                self._apply_scale(a, t)
+        if self._pending_any():
+            self._retry_pending(t)
+        if self._pending_any() or (
+            self.autoscaler is not None and (self._live or self._next_arrival < len(self._arr))
+        ) or (tick_fn is not None and (self._live or self._next_arrival < len(self._arr))):
+            self._ensure_tick(t)
+
+    # ---- scaling -----------------------------------------------------------------------------------------
+    def _account_active(self, t: int) -> None:
+        self.stats.instance_ns += self._active_count * (t - self._active_since)
+        self._active_since = t
+
+    def _apply_scale(self, a: ScaleAction, t: int) -> None:
+        srv = self.fleet.servers[a.server]
+        if a.activate:
+            was_active = srv.active
+            if was_active and srv.tier == a.tier and not srv.draining:
+                return
+            self._account_active(t)
+            self.fleet.apply_scale(a, t / NS, 0.0 if was_active else self.config.cold_start_s)
+            if not was_active:
+                self._active_count += 1
+                if self.config.cold_start_s > 0:
+                    self._push(t + round(self.config.cold_start_s * NS), READY, a.server, None)
+        else:
+            if not srv.active:
+                return
+            if srv.num_requests or not self.instances[a.server].is_empty():
+                srv.draining = True
+                return
+            self._release(a.server, t, a.reason)
+            return
+        self._timeline_point(t)
+
+    def _release(self, sid: int, t: int, reason: str) -> None:
+        self._account_active(t)
+        self.fleet.apply_scale(ScaleAction(sid, False, None, reason), t / NS)
+        self._active_count -= 1
+        self._timeline_point(t)
+
+    def _timeline_point(self, t: int) -> None:
+        per_tier = [0] * len(self.fleet.tiers)
+        shared = 0
+        for s in self.fleet.servers:
+            if s.active:
+                if s.tier is None:
+                    shared += 1
+                else:
+                    per_tier[s.tier] += 1
+        self.stats.servers_timeline.append((t / NS, per_tier, shared))
+
+    # ---- outcomes ----------------------------------------------------------------------------------------
+    def _record(self, req: SimRequest, t: int) -> None:
+        r = self.records
+        i = req.index
+        r.first_token[i] = req.first_token_time
+        r.finish[i] = t
+        r.scheduled[i] = req.scheduled_time
+        r.prefill_done[i] = req.prefill_done_time
+        if req.ttft_slack is not None:
+            r.ttft_slack[i] = req.ttft_slack
+        if req.output_tokens > 1:
+            r.worst_slack[i] = req.worst_slack
+        r.generated[i] = req.output_tokens
+        r.preemptions[i] = req.preemptions
+        ok = req.ttft_slack is not None and req.ttft_slack >= 0 and (req.output_tokens == 1 or req.worst_slack >= 0)
+        r.status[i] = ATTAINED if ok else VIOLATED
+
+    def _end(self, req: SimRequest, status: int, t: int, reason: str) -> None:
+        self._live.pop(req.rid, None)
+        req.state = DONE
+        self.records.status[req.index] = status
+        self.records.reason[req.index] = reason
+        self.records.finish[req.index] = t
+
+    def _finalize(self, end: int) -> None:
+        self._account_active(end)
+        st = self.stats
+        st.end_ns = end
+        for inst in self.instances:
+            st.iterations += inst.iterations
+            st.busy_ns += inst.busy_ns
+            st.peak_kv_fraction = max(st.peak_kv_fraction, inst.peak_kv / max(1, inst.kv_capacity))
+        r = self.records
+        for req in self._live.values():  # still queued or running: unfinished, with what we know
+            i = req.index
+            r.status[i] = UNFINISHED
+            r.first_token[i] = req.first_token_time
+            r.scheduled[i] = req.scheduled_time
+            r.prefill_done[i] = req.prefill_done_time
+            if req.ttft_slack is not None:
+                r.ttft_slack[i] = req.ttft_slack
+            r.preemptions[i] = req.preemptions
+            r.generated[i] = (
+                self.instances[req.instances[-1]].generated(req) if req.state == DECODING else req.generated
+            )
+        st.scaling_actions = self.fleet.scaling_actions
+
+
+def make_rng(seed: int) -> random.Random:
+    """The injected RNG for policies (never the global ``random``)."""
+    return random.Random(seed)
