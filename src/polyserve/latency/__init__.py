@@ -11,18 +11,46 @@ Reading guide:
 """
 
 from polyserve.latency.base import LatencyModel, kv_transfer_time
+from polyserve.latency.fit import (
+    FitReport,
+    Iterations,
+    fit_linear,
+    fit_report,
+    load_linear_coefficients,
+    read_iterations,
+    save_linear_coefficients,
+)
 from polyserve.latency.hardware import Deployment, GpuSpec, ModelArch, get_deployment, get_gpu, get_model
 from polyserve.latency.linear import LinearLatencyModel, blis_linear_model
+from polyserve.latency.registry import LATENCY_MODELS, AutoChoice, build_latency_model, choose_auto
+from polyserve.latency.roofline import RooflineLatencyModel
+from polyserve.latency.table import LayerProfile, TableLatencyModel, default_profile, read_layer_profile
 
 __all__ = [
+    "LATENCY_MODELS",
+    "AutoChoice",
     "Deployment",
+    "FitReport",
     "GpuSpec",
+    "Iterations",
     "LatencyModel",
+    "LayerProfile",
     "LinearLatencyModel",
     "ModelArch",
+    "RooflineLatencyModel",
+    "TableLatencyModel",
     "blis_linear_model",
+    "build_latency_model",
+    "choose_auto",
+    "default_profile",
+    "fit_linear",
+    "fit_report",
     "get_deployment",
     "get_gpu",
     "get_model",
     "kv_transfer_time",
+    "load_linear_coefficients",
+    "read_iterations",
+    "read_layer_profile",
+    "save_linear_coefficients",
 ]

@@ -10,7 +10,8 @@ BF16, 4.8 TB/s, 141 GB) with H100's MFU calibrations (same compute die). Archite
 HF ``config.json`` files in ``polyserve/data/model_configs``.
 
 KV capacity of an instance = ``tp * GPU memory * gpu_memory_utilization - weights``, in tokens (vLLM also
-reserves activation memory found by its profile run; we do not model that, so capacity is slightly optimistic).
+reserves activation memory found by its profile run; we do not model that, so capacity is slightly
+optimistic).
 A model whose weights do not fit raises ``ModelDoesNotFitError``.
 """
 
@@ -96,13 +97,20 @@ class Deployment:
             raise ConfigError(f"--tp must be 1, 2, 4 or 8, got {self.tp}")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
-        if self.model.num_heads % self.tp or self.model.num_kv_heads % self.tp and self.tp > self.model.num_kv_heads:
-            raise ConfigError(f"{self.model.name}: {self.model.num_heads} heads cannot be split over tp={self.tp}")
+        m, tp = self.model, self.tp
+        # vLLM shards KV heads when tp <= kv heads (they must divide evenly) and replicates them otherwise
+        # (tp must then be a multiple of the KV heads).
+        kv_bad = m.num_kv_heads % tp if tp <= m.num_kv_heads else tp % m.num_kv_heads
+        if m.num_heads % tp or kv_bad:
+            raise ConfigError(
+                f"{m.name}: {m.num_heads} query heads / {m.num_kv_heads} KV heads cannot be split over "
+                f"tp={tp}; choose a --tp that divides the head counts"
+            )
         if self.kv_capacity_bytes <= 0:
-            usable = self.tp * self.gpu.memory_bytes * self.gpu_memory_utilization
+            usable = tp * self.gpu.memory_bytes * self.gpu_memory_utilization
             raise ModelDoesNotFitError(
-                f"model {self.model.name} ({self.model.weight_bytes / 1e9:.1f} GB of weights) does not fit on "
-                f"{self.tp} x {self.gpu.name} ({usable / 1e9:.1f} GB usable at gpu_memory_utilization="
+                f"model {m.name} ({m.weight_bytes / 1e9:.1f} GB of weights) does not fit on "
+                f"{tp} x {self.gpu.name} ({usable / 1e9:.1f} GB usable at gpu_memory_utilization="
                 f"{self.gpu_memory_utilization}); use a larger --tp or a GPU with more memory"
             )
 

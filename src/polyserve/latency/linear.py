@@ -7,8 +7,10 @@ Why this is the default for Llama-3.1-8B on H100: its coefficients were fitted b
 b0 = 6.47 ms, b1 = 19.8 us per prefill token, b2 = 304 us per decode token and b3 = 0.
 
 Caveats (also in the README): BLIS fits no KV term, so long contexts cost the same as short ones; and its
-decode slope (304 us per sequence) is far above a roofline's (a few us), so under this model batching mostly
-amortises ``b0`` and a 20 ms TPOT admits a batch of only about 44.
+decode slope (304 us per sequence) is far above the roofline's (about 60 us per sequence at 1,200 tokens of
+context on H100 while the GEMMs are bandwidth-bound, about 110 us once they turn compute-bound near batch 120;
+most of it is reading the sequence's KV cache), so under this model batching mostly amortises ``b0`` and a
+20 ms TPOT admits a batch of only about 44 (the roofline admits about 165).
 
 Failure modes: asking for a (model, GPU, TP) that BLIS did not fit raises ``ConfigError`` naming the pairs
 that exist; use the roofline model for those.
