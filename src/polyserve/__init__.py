@@ -1,8 +1,23 @@
 """PolyServe: serve LLM requests with many latency SLOs on one shared GPU fleet.
 
 After "PolyServe: Efficient Multi-SLO Serving at Scale" (Zhu et al., arXiv 2507.17769).
+
+Notebook API::
+
+    import polyserve
+    summary = polyserve.simulate("trace.csv", instances=32, rate=50, policy="round-robin")
+    summary["attainment"], summary["tiers"]["t20"]["attainment"]
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+
+def simulate(*args, **kwargs):  # noqa: D103  (documented on polyserve.runner.simulate)
+    from polyserve.runner import simulate as _simulate
+
+    return _simulate(*args, **kwargs)
+
+
+simulate.__doc__ = "Run one simulation and return its summary dict; see polyserve.runner.simulate."
+
+__all__ = ["__version__", "simulate"]

@@ -65,7 +65,9 @@ class Simulation:
         config: SimConfig,
         autoscaler: Autoscaler | None = None,
         progress: Callable[[float], None] | None = None,
-        stop_when: Callable[[RequestRecords, int], bool] | None = None,
+        count_window_s: tuple[float, float] | None = None,
+        violation_budget: int | None = None,
+        tier_violation_budget: list[int] | None = None,
     ) -> None:
         self.w = workload
         self.model = model
@@ -73,7 +75,16 @@ class Simulation:
         self.config = config
         self.autoscaler = autoscaler
         self.progress = progress
-        self.stop_when = stop_when
+        # early stop (goodput search): abort once more requests arriving in the window missed their SLO than
+        # the attainment target allows, overall or in any one tier
+        self._win = (
+            None if count_window_s is None else (round(count_window_s[0] * NS), round(count_window_s[1] * NS))
+        )
+        self._budget = violation_budget
+        self._tier_budget = tier_violation_budget
+        self.violations = 0
+        self.tier_violations = [0] * len(workload.tiers)
+        self.aborted = False
         self.kv_capacity = model.deployment.kv_capacity_tokens
         roles = config.roles()
         self.fleet = FleetState(
@@ -220,7 +231,7 @@ class Simulation:
                 self._hw = max(self._hw, (TICK, tb))
                 self._tick_scheduled = False
                 self._tick(t)
-            if self.stop_when is not None and cls == STEP and self.stop_when(self.records, t):
+            if self.aborted:
                 heap.clear()
                 break
         end = self._now if horizon is None or not self.stats.stopped_at_horizon else horizon
@@ -393,6 +404,19 @@ class Simulation:
         r.preemptions[i] = req.preemptions
         ok = req.ttft_slack is not None and req.ttft_slack >= 0 and (req.output_tokens == 1 or req.worst_slack >= 0)
         r.status[i] = ATTAINED if ok else VIOLATED
+        if not ok:
+            self._count_violation(req)
+
+    def _count_violation(self, req: SimRequest) -> None:
+        win = self._win
+        if win is None or not (win[0] <= req.arrival < win[1]):
+            return
+        self.violations += 1
+        self.tier_violations[req.tier] += 1
+        if self._budget is not None and self.violations > self._budget:
+            self.aborted = True
+        if self._tier_budget is not None and self.tier_violations[req.tier] > self._tier_budget[req.tier]:
+            self.aborted = True
 
     def _end(self, req: SimRequest, status: int, t: int, reason: str) -> None:
         self._live.pop(req.rid, None)
@@ -400,6 +424,7 @@ class Simulation:
         self.records.status[req.index] = status
         self.records.reason[req.index] = reason
         self.records.finish[req.index] = t
+        self._count_violation(req)
 
     def _finalize(self, end: int) -> None:
         self._account_active(end)

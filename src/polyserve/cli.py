@@ -1,0 +1,360 @@
+"""The ``polyserve`` command line. The only module that prints for the user and exits.
+
+Errors raised on purpose (``PolyServeError``) become one line on stderr and exit code 2; input-file errors
+read ``FILE:LINE: FIELD: what is wrong``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from polyserve import __version__
+from polyserve.core.errors import PolyServeError
+
+app = typer.Typer(
+    name="polyserve",
+    help="Multi-SLO LLM serving: simulate fleets, compare routing policies, serve and benchmark.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+profile_app = typer.Typer(help="Latency profiles: fit linear coefficients from measured iterations.", no_args_is_help=True)
+app.add_typer(profile_app, name="profile")
+
+console = Console()
+err = Console(stderr=True)
+
+# ---- shared options ----------------------------------------------------------------------------------------
+Trace = Annotated[Path | None, typer.Option("--trace", help="Request trace (Azure, Vidur, BurstGPT CSV or Mooncake JSONL). Default: the shipped Azure 2023 conversation trace.", dir_okay=False)]
+TraceFormat = Annotated[str | None, typer.Option("--trace-format", help="azure|vidur|burstgpt|mooncake|lengths (default: detect from the first line)")]
+Tiers = Annotated[Path | None, typer.Option("--tiers", help="Tier file (TOML). Default: the shipped t20/t30/t50/t100 tiers.", dir_okay=False)]
+TierWeights = Annotated[str | None, typer.Option("--tier-weights", help="Mix weights, e.g. 't20=1,t30=1,t50=2,t100=0' (overrides the file and a trace's tier column)")]
+Instances = Annotated[int, typer.Option("--instances", "-n", help="Instances (servers) in the fleet", min=1)]
+Mode = Annotated[str, typer.Option("--mode", help="colocated (chunked prefill) or disaggregated (prefill/decode pools)")]
+PrefillFraction = Annotated[float, typer.Option("--prefill-fraction", help="Disaggregated: share of instances in the prefill pool")]
+KvLink = Annotated[float, typer.Option("--kv-link-gbps", help="Disaggregated: KV transfer bandwidth, Gbit/s")]
+ColdStart = Annotated[float, typer.Option("--cold-start", help="Seconds from scale-up to a server taking work")]
+Model = Annotated[str, typer.Option("--model", help="llama-3.1-8b | llama-3.1-70b | qwen2.5-7b")]
+Gpu = Annotated[str, typer.Option("--gpu", help="h100 | h200 | a100")]
+Tp = Annotated[int, typer.Option("--tp", help="Tensor parallelism: 1, 2, 4 or 8")]
+LatModel = Annotated[str, typer.Option("--latency-model", help="auto | linear | roofline | table")]
+LatCoef = Annotated[Path | None, typer.Option("--latency-coefficients", help="Coefficients file from `polyserve profile fit` (linear)", dir_okay=False)]
+LatProfile = Annotated[Path | None, typer.Option("--latency-profile", help="Vidur mlp.csv profile (table)", dir_okay=False)]
+Policy = Annotated[str, typer.Option("--policy", help="Router (see `polyserve policies`)")]
+Scheduler = Annotated[str | None, typer.Option("--scheduler", help="Per-instance scheduler: fcfs | edf | ... (default: the policy's)")]
+Autoscaler = Annotated[str | None, typer.Option("--autoscaler", help="Autoscaler name (default: none, fixed fleet)")]
+Rate = Annotated[float | None, typer.Option("--rate", help="req/s: re-times the trace, or drives synthetic arrivals")]
+Duration = Annotated[float | None, typer.Option("--duration", help="Seconds of arrivals to keep (cut)")]
+Tile = Annotated[bool, typer.Option("--tile/--no-tile", help="Repeat the trace to fill --duration")]
+Arrival = Annotated[str, typer.Option("--arrival", help="trace (replay timestamps) | poisson | gamma")]
+NumRequests = Annotated[int | None, typer.Option("--num-requests", help="Synthetic: number of requests; replay: cap on rows")]
+InputLen = Annotated[str | None, typer.Option("--input-len", help="fixed:N | uniform:A:B | zipf:A:MAX | trace (default: the trace's, else fixed:1024)")]
+OutputLen = Annotated[str | None, typer.Option("--output-len", help="as --input-len (default: the trace's, else fixed:128)")]
+Burstiness = Annotated[float, typer.Option("--burstiness", help="Gamma shape for --arrival gamma (1 = Poisson)")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for every random draw")]
+Out = Annotated[Path | None, typer.Option("--out", help="Output directory (created; may exist)", file_okay=False)]
+MaxSeqs = Annotated[int, typer.Option("--max-num-seqs", help="vLLM max_num_seqs")]
+MaxTokens = Annotated[int | None, typer.Option("--max-num-batched-tokens", help="vLLM token budget (default: 8192, 2048 on A100)")]
+GpuMemUtil = Annotated[float, typer.Option("--gpu-memory-utilization", help="vLLM gpu_memory_utilization")]
+Step = Annotated[bool, typer.Option("--step", help="Simulate iteration by iteration (no fast path; same results, slower)")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table")]
+
+
+def _fail(e: Exception) -> None:
+    """One line on stderr, exit 2. Input-file errors are exactly ``FILE:LINE: FIELD: what is wrong``."""
+    from polyserve.core.errors import InputError
+
+    msg = str(e) if isinstance(e, InputError) else f"error: {e}"
+    sys.stderr.write(msg.replace("\n", " ") + "\n")
+    raise typer.Exit(2)
+
+
+def _weights(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, val = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip()] = float(val)
+        except ValueError:
+            raise PolyServeError(f"--tier-weights: expected NAME=WEIGHT[,NAME=WEIGHT...], got {part!r}") from None
+    return out
+
+
+def _common(
+    trace, trace_format, tiers, tier_weights, instances, mode, prefill_fraction, kv_link_gbps, cold_start,
+    model, gpu, tp, latency_model, latency_coefficients, latency_profile, policy, scheduler, autoscaler,
+    max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step,
+):
+    from polyserve.data import AZURE_CONV
+    from polyserve.runner import FleetSpec, PolicySpec, build_model, load_tiers
+    from polyserve.sim.config import SimConfig, default_max_num_batched_tokens
+
+    tierset = load_tiers(tiers)
+    w = _weights(tier_weights)
+    if w is not None:
+        tierset = tierset.with_weights(w)
+    fleet = FleetSpec(
+        model=model, gpu=gpu, tp=tp, latency_model=latency_model,
+        latency_coefficients=str(latency_coefficients) if latency_coefficients else None,
+        latency_profile=str(latency_profile) if latency_profile else None,
+        gpu_memory_utilization=gpu_memory_utilization,
+    )
+    m = build_model(fleet)
+    config = SimConfig(
+        instances=instances, mode=mode, prefill_fraction=prefill_fraction, kv_link_gbps=kv_link_gbps,
+        cold_start_s=cold_start, max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens or default_max_num_batched_tokens(gpu), fast=not step,
+    )
+    pol = PolicySpec(router=policy, scheduler=scheduler, autoscaler=autoscaler)
+    from polyserve.policy import ROUTERS
+
+    ROUTERS.get(policy)
+    trace_path = str(trace) if trace else str(AZURE_CONV)
+    return tierset, w, fleet, m, config, pol, trace_path, trace_format
+
+
+def _progress(quiet: bool, label: str):
+    if quiet or not sys.stderr.isatty():
+        return None, None
+    prog = Progress(TextColumn(label), BarColumn(), TextColumn("{task.percentage:>5.1f}%"), TimeElapsedColumn(),
+                    console=err, transient=True)
+    task = prog.add_task(label, total=1.0)
+    return prog, (lambda f: prog.update(task, completed=f))
+
+
+def _fmt(x, nd=1):
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def print_summary(s: dict, title: str) -> None:
+    t = Table(title=title, title_justify="left")
+    for col in ("tier", "requests", "attainment", "TTFT p50/p99 ms", "TPOT p50/p99 ms", "E2E p50 ms"):
+        t.add_column(col, justify="right" if col != "tier" else "left")
+    rows = [(k, v) for k, v in s["tiers"].items()] + [("all", s)]
+    for name, b in rows:
+        att = b["attainment"]
+        t.add_row(
+            name, str(b["requests"]), "-" if att is None else f"{att:.1%}",
+            f"{_fmt(b['ttft_ms']['p50'])} / {_fmt(b['ttft_ms']['p99'])}",
+            f"{_fmt(b['tpot_ms']['p50'])} / {_fmt(b['tpot_ms']['p99'])}",
+            _fmt(b["e2e_ms"]["p50"]),
+        )
+    console.print(t)
+    lm = s.get("latency_model", {})
+    console.print(
+        f"throughput {_fmt(s['throughput_rps'], 2)} req/s, goodput {_fmt(s['goodput_rps'], 2)} req/s, "
+        f"instance-seconds {_fmt(s['instance_seconds'], 1)}, preemptions {s['preemptions']}, "
+        f"latency model {lm.get('name')} ({lm.get('model')} on {lm.get('gpu')} tp{lm.get('tp')})",
+        highlight=False,
+    )
+
+
+@app.command()
+def simulate(
+    trace: Trace = None, trace_format: TraceFormat = None, tiers: Tiers = None, tier_weights: TierWeights = None,
+    instances: Instances = 32, mode: Mode = "colocated", prefill_fraction: PrefillFraction = 0.25,
+    kv_link_gbps: KvLink = 400.0, cold_start: ColdStart = 0.0, model: Model = "llama-3.1-8b", gpu: Gpu = "h100",
+    tp: Tp = 1, latency_model: LatModel = "auto", latency_coefficients: LatCoef = None,
+    latency_profile: LatProfile = None, policy: Policy = "round-robin", scheduler: Scheduler = None,
+    autoscaler: Autoscaler = None, rate: Rate = None, duration: Duration = None, tile: Tile = False,
+    arrival: Arrival = "trace", num_requests: NumRequests = None, input_len: InputLen = None,
+    output_len: OutputLen = None, burstiness: Burstiness = 1.0, seed: Seed = 0, out: Out = None,
+    max_num_seqs: MaxSeqs = 256, max_num_batched_tokens: MaxTokens = None,
+    gpu_memory_utilization: GpuMemUtil = 0.9, step: Step = False, quiet: Quiet = False,
+    synthetic: Annotated[bool, typer.Option("--synthetic", help="Ignore the default trace: synthetic requests only")] = False,
+) -> None:
+    """Simulate a fleet serving a workload; write requests.csv and summary.json to --out."""
+    try:
+        from polyserve.runner import finish_summary, run_workload, write_outputs
+        from polyserve.workload import WorkloadSpec, build_workload
+
+        tierset, w, fleet, m, config, pol, trace_path, fmt = _common(
+            trace, trace_format, tiers, tier_weights, instances, mode, prefill_fraction, kv_link_gbps,
+            cold_start, model, gpu, tp, latency_model, latency_coefficients, latency_profile, policy, scheduler,
+            autoscaler, max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step,
+        )
+        if synthetic or (trace is None and (input_len or output_len) and arrival == "trace"):
+            trace_path = None
+        spec = WorkloadSpec(
+            trace=trace_path, trace_format=fmt, rate=rate, arrival=arrival, burstiness=burstiness,
+            duration_s=duration, tile=tile, num_requests=num_requests, input_len=input_len,
+            output_len=output_len, tier_weights=w,
+        )
+        t0 = time.perf_counter()
+        wl = build_workload(spec, tierset, seed)
+        prog, cb = _progress(quiet, "simulating")
+        if prog:
+            prog.start()
+        try:
+            result = run_workload(wl, m, pol, config, seed, progress=cb)
+        finally:
+            if prog:
+                prog.stop()
+        s = finish_summary(result, fleet, config, m, seed)
+        wall = time.perf_counter() - t0
+        if out is not None:
+            write_outputs(out, result)
+    except PolyServeError as e:
+        _fail(e)
+        return
+    if not quiet:
+        print_summary(s, f"{pol.router} on {config.instances} x {fleet.model}/{fleet.gpu} ({config.mode})")
+        console.print(
+            f"{len(wl)} requests simulated in {wall:.2f} s wall ({len(wl) / max(wall, 1e-9):,.0f} req/s)"
+            + (f"; wrote {out}/requests.csv and {out}/summary.json" if out else ""),
+            highlight=False,
+        )
+
+
+@app.command()
+def goodput(
+    trace: Trace = None, trace_format: TraceFormat = None, tiers: Tiers = None, tier_weights: TierWeights = None,
+    instances: Instances = 32, mode: Mode = "colocated", prefill_fraction: PrefillFraction = 0.25,
+    kv_link_gbps: KvLink = 400.0, cold_start: ColdStart = 0.0, model: Model = "llama-3.1-8b", gpu: Gpu = "h100",
+    tp: Tp = 1, latency_model: LatModel = "auto", latency_coefficients: LatCoef = None,
+    latency_profile: LatProfile = None, policy: Policy = "round-robin", scheduler: Scheduler = None,
+    autoscaler: Autoscaler = None, seed: Seed = 0, out: Out = None, max_num_seqs: MaxSeqs = 256,
+    max_num_batched_tokens: MaxTokens = None, gpu_memory_utilization: GpuMemUtil = 0.9, step: Step = False,
+    quiet: Quiet = False,
+    target: Annotated[float, typer.Option("--target", help="Attainment threshold")] = 0.9,
+    duration: Annotated[float, typer.Option("--duration", help="Simulated seconds of arrivals per candidate rate")] = 600.0,
+    warmup: Annotated[float, typer.Option("--warmup", help="Seconds excluded at the start")] = 60.0,
+    rel_tol: Annotated[float, typer.Option("--rel-tol", help="Bisection stops at this relative bracket")] = 0.02,
+    start_rate: Annotated[float | None, typer.Option("--start-rate", help="First candidate rate (default 2 req/s per instance)")] = None,
+) -> None:
+    """Highest arrival rate (Poisson, lengths resampled from the trace) with attainment >= --target."""
+    try:
+        from polyserve.goodput import GoodputSearch, GoodputSettings
+        from polyserve.runner import _jsonable, describe_model
+        from polyserve.workload import read_trace
+
+        tierset, w, fleet, m, config, pol, trace_path, fmt = _common(
+            trace, trace_format, tiers, tier_weights, instances, mode, prefill_fraction, kv_link_gbps,
+            cold_start, model, gpu, tp, latency_model, latency_coefficients, latency_profile, policy, scheduler,
+            autoscaler, max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step,
+        )
+        tr = read_trace(trace_path, fmt, tierset)
+        settings = GoodputSettings(target=target, duration_s=duration, warmup_s=warmup, rel_tol=rel_tol,
+                                   start_rate=start_rate)
+        log = None if quiet else (lambda msg: err.print(f"  {msg}", highlight=False))
+        t0 = time.perf_counter()
+        res = GoodputSearch(tr, tierset, m, pol, config, seed, settings, progress=log).run()
+        wall = time.perf_counter() - t0
+    except PolyServeError as e:
+        _fail(e)
+        return
+    doc = {
+        "goodput_rps": res.goodput_rps,
+        "goodput_rps_all_tiers": res.goodput_rps_all_tiers,
+        "target": target,
+        "attainment_by_tier": (res.at_goodput or {}).get("tiers") and {
+            k: v["attainment"] for k, v in res.at_goodput["tiers"].items()  # type: ignore[union-attr]
+        },
+        "policy": pol.router,
+        "latency_model": describe_model(m, fleet),
+        "fleet": {"instances": config.instances, "mode": config.mode, "model": fleet.model, "gpu": fleet.gpu, "tp": fleet.tp},
+        "trace": {"path": tr.path, "sha256": tr.sha256, "format": tr.format},
+        "settings": {"duration_s": duration, "warmup_s": warmup, "rel_tol": rel_tol, "seed": seed},
+        "probes": [p.__dict__ for p in res.probes],
+        "at_goodput": res.at_goodput,
+        "polyserve_version": __version__,
+    }
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "goodput.json").write_text(json.dumps(_jsonable(doc), indent=2) + "\n", encoding="utf-8")
+    console.print(f"goodput_rps {res.goodput_rps:.3f}", highlight=False)
+    console.print(f"goodput_rps_all_tiers {res.goodput_rps_all_tiers:.3f}", highlight=False)
+    if not quiet:
+        console.print(f"({len(res.probes)} runs in {wall:.1f} s wall" + (f"; wrote {out}/goodput.json)" if out else ")"),
+                      highlight=False)
+
+
+@profile_app.command("fit")
+def profile_fit(
+    csv_path: Annotated[Path, typer.Argument(help="CSV of measured iterations: num_prefill_tokens,num_decode_tokens[,kv_tokens],iteration_time_ms", dir_okay=False)],
+    model: Model = "llama-3.1-8b", gpu: Gpu = "h100", tp: Tp = 1,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the coefficients here (YAML) for --latency-coefficients", dir_okay=False)] = None,
+) -> None:
+    """Fit linear latency coefficients (non-negative least squares) from measured iterations."""
+    try:
+        from polyserve.latency.fit import fit_linear, fit_report, save_linear_coefficients
+        from polyserve.latency.hardware import get_deployment
+
+        dep = get_deployment(model, gpu, tp)
+        lm = fit_linear(csv_path, dep)
+        rep = fit_report(lm, csv_path)
+        if out is not None:
+            save_linear_coefficients(out, lm, rep)
+    except PolyServeError as e:
+        _fail(e)
+        return
+    d = lm.describe()
+    console.print(
+        f"b0 {d['b0_us']:.3f} us, b1 {d['b1_us_per_prefill_token']:.4f} us/prefill token, "
+        f"b2 {d['b2_us_per_decode_token']:.4f} us/decode seq, b3 {d['b3_us_per_kv_token']:.5f} us/kv token",
+        highlight=False,
+    )
+    console.print(json.dumps(rep.as_dict()), highlight=False)
+    if out is not None:
+        console.print(f"wrote {out}", highlight=False)
+
+
+@app.command()
+def policies() -> None:
+    """List the registered routers, instance schedulers and autoscalers, one line each."""
+    from polyserve.policy import AUTOSCALERS, ROUTERS, SCHEDULERS
+
+    for title, reg in (("routers (--policy)", ROUTERS), ("schedulers (--scheduler)", SCHEDULERS),
+                       ("autoscalers (--autoscaler)", AUTOSCALERS)):
+        console.print(f"[bold]{title}[/bold]")
+        for e in reg:
+            console.print(f"  {e.name:<22} {e.summary}", highlight=False)
+
+
+@app.command()
+def version() -> None:
+    """Print the package version."""
+    console.print(__version__)
+
+
+def _register_faces() -> None:
+    """Commands of the other faces (engine, gateway, bench) live beside their code; each module exposes
+    ``register(app)``. Imported here so ``polyserve --help`` lists them."""
+    import importlib
+
+    for mod in ("polyserve.compare_cli", "polyserve.engine.cli", "polyserve.gateway.cli", "polyserve.bench.cli"):
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name == mod or (e.name and mod.startswith(e.name + ".")):
+                continue  # that face is not built yet
+            raise
+        module.register(app)
+
+
+_register_faces()
+
+
+def main() -> None:
+    try:
+        app()
+    except PolyServeError as e:  # pragma: no cover - commands catch their own
+        err.print(f"error: {e}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
