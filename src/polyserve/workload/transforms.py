@@ -80,7 +80,7 @@ def tile(arrival_s: np.ndarray, duration_s: float) -> tuple[np.ndarray, np.ndarr
     copies = max(1, math.ceil((duration_s - first) / period))
     if copies * len(arrival_s) > MAX_REQUESTS:
         raise ConfigError(
-            f"tiling to {duration_s} s would lay {copies} copies of {len(arrival_s)} rows "
+            f"tiling to {duration_s} s would lay {copies:.3g} copies of {len(arrival_s)} rows "
             f"(over {MAX_REQUESTS:,} requests); shorten the duration or lower the rate"
         )
     shifts = np.arange(copies, dtype=np.float64) * period
