@@ -294,6 +294,10 @@ def test_bad_specs_are_config_errors_before_anything_is_read(kwargs, match):
         WorkloadSpec(**kwargs)
 
 
+def test_a_path_object_is_accepted_as_the_trace():
+    assert WorkloadSpec(trace=AZURE_CONV).trace == CONV
+
+
 def test_length_strings_in_a_spec_are_parsed():
     spec = WorkloadSpec(rate=1.0, num_requests=5, input_len="256", output_len="uniform:1:9")
     assert spec.input_len == LengthSpec.fixed(256) and spec.output_len == LengthSpec.uniform(1, 9)

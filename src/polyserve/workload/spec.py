@@ -32,6 +32,7 @@ the file); names it leaves out get weight 0.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 from polyserve.core.errors import ConfigError
@@ -53,7 +54,8 @@ def _finite(name: str, value: object, *, positive: bool) -> None:
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    """The workload flags. Strings are accepted for ``input_len``/``output_len`` and parsed."""
+    """The workload flags. Strings are accepted for ``input_len``/``output_len`` (parsed) and a path-like
+    for ``trace`` (kept as ``str``)."""
 
     trace: str | None = None  # path to a trace file
     trace_format: str | None = None  # None = detect from the first line
@@ -77,6 +79,8 @@ class WorkloadSpec:
                 raise ConfigError(
                     f"{name} must be a LengthSpec or a string such as 'fixed:128', got {value!r}"
                 )
+        if isinstance(self.trace, os.PathLike):
+            object.__setattr__(self, "trace", os.fspath(self.trace))
         if self.trace is not None and (not isinstance(self.trace, str) or not self.trace):
             raise ConfigError(f"trace must be a file path, got {self.trace!r}")
         if self.trace_format is not None and self.trace_format not in FORMATS:
