@@ -113,13 +113,19 @@ class GoodputSearch:
         measured = (wl.arrival_s >= win[0]) & (wl.arrival_s < win[1])
         budget = tier_budget = None
         if criterion == "overall":
-            budget = int(math.floor((1 - s.target) * int(measured.sum()) + 1e-9))
+            budget = math.floor((1 - s.target) * int(measured.sum()) + 1e-9)
         elif criterion == "all_tiers":
             counts = np.bincount(wl.tier[measured].astype(np.intp), minlength=len(self.tiers))
-            tier_budget = [int(math.floor((1 - s.target) * int(c) + 1e-9)) for c in counts]
+            tier_budget = [math.floor((1 - s.target) * int(c) + 1e-9) for c in counts]
         return run_workload(
-            wl, self.model, self.policy, cfg, self.seed,
-            window=win, violation_budget=budget, tier_violation_budget=tier_budget,
+            wl,
+            self.model,
+            self.policy,
+            cfg,
+            self.seed,
+            window=win,
+            violation_budget=budget,
+            tier_violation_budget=tier_budget,
         )
 
     def probe(self, rate: float, criterion: str) -> Probe:
@@ -186,7 +192,9 @@ class GoodputSearch:
 
     def run(self) -> GoodputResult:
         g = self.search("overall")
-        fail_above = min((p.rate for p in self.probes if p.criterion == "overall" and not p.passed), default=None)
+        fail_above = min(
+            (p.rate for p in self.probes if p.criterion == "overall" and not p.passed), default=None
+        )
         g_all = self.search("all_tiers", hi_known_fail=fail_above)
         g_all = min(g_all, g) if g > 0 else g_all
         at = self.run_at(g).summary if g > 0 else None

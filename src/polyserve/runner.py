@@ -222,7 +222,9 @@ def simulate(
         cfg_kwargs["max_num_batched_tokens"] = 2048
     cfg_kwargs.update(sim or {})
     config = SimConfig(**cfg_kwargs)  # type: ignore[arg-type]
-    pol = PolicySpec(router=policy, scheduler=scheduler, autoscaler=autoscaler, router_options=policy_options or {})
+    pol = PolicySpec(
+        router=policy, scheduler=scheduler, autoscaler=autoscaler, router_options=policy_options or {}
+    )
     result = run_workload(wl, m, pol, config, seed)
     finish_summary(result, fleet, config, m, seed)
     if out is not None:

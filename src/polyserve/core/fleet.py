@@ -183,8 +183,13 @@ class FleetState:
         return sum(len(q) for q in self.pending) + sum(len(q) for q in self.pending_decode)
 
     # ---- writes (driver only) -----------------------------------------------------------------------------
-    def on_dispatch(self, info: RequestInfo, sid: int, now: float, has_first_token: bool = False) -> LedgerEntry:
-        """``info`` was sent to server ``sid``. ``has_first_token``: a decode server receiving a prefilled request."""
+    def on_dispatch(
+        self, info: RequestInfo, sid: int, now: float, has_first_token: bool = False
+    ) -> LedgerEntry:
+        """``info`` was sent to server ``sid``.
+
+        ``has_first_token``: a decode server receiving a request whose prefill ran elsewhere.
+        """
         s = self.servers[sid]
         exp = self.expected_output(info.tier, info.max_tokens)
         e = LedgerEntry(info, sid, now, exp)
@@ -219,7 +224,10 @@ class FleetState:
         s.num_decode += 1
 
     def on_finish(self, rid: int, now: float, output_tokens: int | None) -> LedgerEntry:
-        """The request left its server (completed, failed or handed off). ``output_tokens`` teaches the mean."""
+        """The request left its server (completed, failed or handed off).
+
+        ``output_tokens`` (when it completed) teaches the tier's mean output length.
+        """
         e = self.entries.pop(rid)
         s = self.servers[e.server]
         s.num_requests -= 1

@@ -69,7 +69,9 @@ class TierSet(Sequence[Tier]):
             raise ConfigError(f"{source}: duplicate tier name(s): {', '.join(sorted(dup))}")
         tpots = [t.tpot_ms for t in tiers]
         if len(set(tpots)) != len(tpots):
-            raise ConfigError(f"{source}: two tiers share a TPOT SLO; tiers are binned by TPOT, so each needs its own")
+            raise ConfigError(
+                f"{source}: two tiers share a TPOT SLO; tiers are binned by TPOT, so each needs its own"
+            )
         self._tiers: tuple[Tier, ...] = tuple(sorted(tiers, key=lambda t: t.tpot_ms))
         self._index = {t.name: i for i, t in enumerate(self._tiers)}
         self.source = source
@@ -175,7 +177,9 @@ class TierSet(Sequence[Tier]):
                 )
             for req in ("name", "tpot_ms", "ttft_ms"):
                 if req not in table:
-                    raise InputError(source, line, req, "missing (every [[tier]] needs name, tpot_ms, ttft_ms)")
+                    raise InputError(
+                        source, line, req, "missing (every [[tier]] needs name, tpot_ms, ttft_ms)"
+                    )
             if not isinstance(table["name"], str):
                 raise InputError(source, line, "name", "must be a string")
             vals: dict[str, float] = {}

@@ -88,7 +88,7 @@ class BlisEntry:
 def blis_entries() -> tuple[BlisEntry, ...]:
     """Every per-model entry of the shipped BLIS ``defaults.yaml`` snapshot."""
     with open(BLIS_COEFFICIENTS, encoding="utf-8") as f:
-        doc = yaml.safe_load(f)
+        doc = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     out = []
     for m in doc.get("models", []):
         out.append(

@@ -1,6 +1,7 @@
 """The cluster simulation: a fleet of instances, a router with pending queues, ticks and scaling.
 
-Event loop with a virtual clock (integer ns). Heap key ``(time, class, tiebreak, seq)``: at one instant,
+Event loop with a virtual clock (integer ns). Heap key ``(time, class, tiebreak, seq)`` (class and tiebreak
+packed into one int): at one instant,
 arrivals (class 0) come before KV hand-offs (1), servers becoming ready (2), instance steps (3, by server id)
 and the periodic tick (4). Tie-breaking by id, not by push order, keeps the order canonical, which is what
 makes the fast path (fewer step events) give exactly the results of stepping every iteration.
@@ -33,6 +34,7 @@ from polyserve.sim.instance import Instance
 from polyserve.sim.request import DECODING, DONE, PENDING, TRANSFER, SimRequest
 
 ARRIVAL, KV_DONE, READY, STEP, TICK = range(5)
+SHIFT = 48  # event key = class << SHIFT | tiebreak (request or server id): one int compares fast
 NS = 1_000_000_000
 
 
@@ -49,7 +51,9 @@ class RunStats:
     busy_ns: int = 0
     peak_kv_fraction: float = 0.0
     stopped_at_horizon: bool = False
-    servers_timeline: list[tuple[float, list[int], int]] = field(default_factory=list)  # (t_s, per tier, shared)
+    servers_timeline: list[tuple[float, list[int], int]] = field(
+        default_factory=list
+    )  # (t_s, per tier, shared)
     decisions: dict[str, int] = field(default_factory=dict)  # reason -> count
 
 
@@ -114,31 +118,39 @@ class Simulation:
         ]
         self.records = RequestRecords(len(workload))
         self.stats = RunStats()
-        self._heap: list[tuple[int, int, int, int, int, object, int]] = []
+        self._heap: list[
+            tuple[int, int, int, object, int]
+        ] = []  # (time, class<<SHIFT|tiebreak, seq, obj, ver)
         self._seq = 0
         self._now = 0
-        self._hw: tuple[int, int] = (-1, -1)  # highest (class, tiebreak) processed at self._now
+        self._hw = -1  # highest (class << SHIFT | tiebreak) processed at self._now
         self._live: dict[int, SimRequest] = {}
         self._next_arrival = 0
         self._tick_scheduled = False
         self._active_since = 0
         self._active_count = 0
         self._phase_mixed = config.mode == "colocated"
-        # arrays as Python lists for fast scalar access
-        self._arr = (workload.arrival_s * NS).round().astype(np.int64).tolist()
-        self._inp = workload.input_tokens.tolist()
-        self._out = workload.output_tokens.tolist()
-        self._tier = workload.tier.tolist()
-        self._ttft = (workload.ttft_ms * 1_000_000).round().astype(np.int64).tolist()
-        self._tpot = (workload.tpot_ms * 1_000_000).round().astype(np.int64).tolist()
+        # workload columns, converted to Python ints a chunk at a time (fast scalar access, bounded memory)
+        self._n = len(workload)
+        self._cols = (
+            (workload.arrival_s * NS).round().astype(np.int64),
+            workload.input_tokens,
+            workload.output_tokens,
+            workload.tier,
+            (workload.ttft_ms * 1_000_000).round().astype(np.int64),
+            (workload.tpot_ms * 1_000_000).round().astype(np.int64),
+        )
+        self._chunk_base = -1
+        self._chunk: tuple[list[int], ...] = ()
         self._horizon = None if config.horizon_s is None else round(config.horizon_s * NS)
 
     # ---- Host protocol (called by instances) ---------------------------------------------------------------
     def schedule_step(self, inst: Instance, t: int) -> None:
-        self._push(t, STEP, inst.sid, inst, inst.version)
+        self._seq += 1
+        heapq.heappush(self._heap, (t, (STEP << SHIFT) | inst.sid, self._seq, inst, inst.version))
 
     def processed_past_step(self, inst: Instance, t: int) -> bool:
-        return t == self._now and self._hw > (STEP, inst.sid)
+        return t == self._now and self._hw > ((STEP << SHIFT) | inst.sid)
 
     def on_first_token(self, inst: Instance, req: SimRequest, t: int) -> None:
         self.fleet.on_first_token(req.rid, t / NS)
@@ -169,12 +181,21 @@ class Simulation:
     # ---- event plumbing ---------------------------------------------------------------------------------
     def _push(self, t: int, cls: int, tiebreak: int, obj: object, version: int = 0) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (t, cls, tiebreak, self._seq, cls, obj, version))
+        heapq.heappush(self._heap, (t, (cls << SHIFT) | tiebreak, self._seq, obj, version))
+
+    def _row(self, i: int) -> tuple[int, ...]:
+        """Request ``i``'s (arrival ns, input, output, tier, ttft ns, tpot ns) as Python ints."""
+        base = i - (i & 4095)
+        if base != self._chunk_base:
+            self._chunk_base = base
+            self._chunk = tuple(c[base : base + 4096].tolist() for c in self._cols)
+        k = i - base
+        return tuple(c[k] for c in self._chunk)
 
     def _push_next_arrival(self) -> None:
         i = self._next_arrival
-        if i < len(self._arr):
-            self._push(self._arr[i], ARRIVAL, i, i)
+        if i < self._n:
+            self._push(self._row(i)[0], ARRIVAL, i, i)
 
     def _ensure_tick(self, now: int) -> None:
         if not self._tick_scheduled:
@@ -193,57 +214,62 @@ class Simulation:
         if self.autoscaler is not None:
             self._ensure_tick(0)
         heap = self._heap
-        total = max(1, len(self._arr))
+        total = max(1, self._n)
         next_progress = 0
         horizon = self._horizon
         pop = heapq.heappop
+        stats = self.stats
+        step_base = STEP << SHIFT
+        events = 0
         while heap:
-            t, cls, tb, _, _, obj, version = pop(heap)
+            t, key, _, obj, version = pop(heap)
             if horizon is not None and t > horizon:
-                self.stats.stopped_at_horizon = True
+                stats.stopped_at_horizon = True
                 heap.clear()
                 break
             if t != self._now:
                 self._now = t
-                self._hw = (-1, -1)
-            self.stats.events += 1
-            if cls == STEP:
-                inst: Instance = obj  # type: ignore[assignment]
-                if version != inst.version:
+                self._hw = -1
+            events += 1
+            if key >= step_base and key < TICK << SHIFT:
+                if version != obj.version:  # type: ignore[attr-defined]
                     continue
-                self._hw = (STEP, tb) if (STEP, tb) > self._hw else self._hw
-                inst.step(t, version)
-            elif cls == ARRIVAL:
-                self._hw = max(self._hw, (ARRIVAL, tb))
-                self._arrive(obj, t)  # type: ignore[arg-type]
-                if self.progress is not None and tb >= next_progress:
-                    self.progress(tb / total)
-                    next_progress = tb + max(1, total // 200)
-            elif cls == KV_DONE:
-                self._hw = max(self._hw, (KV_DONE, tb))
-                req, sid = obj  # type: ignore[misc]
-                self.instances[sid].enqueue_prefilled(req, t)
-            elif cls == READY:
-                self._hw = max(self._hw, (READY, tb))
-                if self._pending_any():
-                    self._retry_pending(t)
-            else:  # TICK
-                self._hw = max(self._hw, (TICK, tb))
-                self._tick_scheduled = False
-                self._tick(t)
+                if key > self._hw:
+                    self._hw = key
+                obj.step(t, version)  # type: ignore[attr-defined]
+            else:
+                if key > self._hw:
+                    self._hw = key
+                cls = key >> SHIFT
+                if cls == ARRIVAL:
+                    self._arrive(obj, t)  # type: ignore[arg-type]
+                    if self.progress is not None and obj >= next_progress:  # type: ignore[operator]
+                        self.progress(obj / total)  # type: ignore[operator]
+                        next_progress = obj + max(1, total // 200)  # type: ignore[operator]
+                elif cls == KV_DONE:
+                    req, sid = obj  # type: ignore[misc]
+                    self.instances[sid].enqueue_prefilled(req, t)
+                elif cls == READY:
+                    if self._pending_any():
+                        self._retry_pending(t)
+                else:  # TICK
+                    self._tick_scheduled = False
+                    self._tick(t)
             if self.aborted:
                 heap.clear()
                 break
+        stats.events = events
         end = self._now if horizon is None or not self.stats.stopped_at_horizon else horizon
         self._finalize(end)
         del tiers
         return self.stats
 
-    # ---- arrivals and routing -------------------------------------------------------------------------------
+    # ---- arrivals and routing ---------------------------------------------------------------------------
     def _arrive(self, i: int, t: int) -> None:
+        _, inp, out, tier, ttft, tpot = self._row(i)
         self._next_arrival = i + 1
         self._push_next_arrival()
-        req = SimRequest(i, i, t, self._inp[i], self._out[i], self._tier[i], self._ttft[i], self._tpot[i])
+        req = SimRequest(i, i, t, inp, out, tier, ttft, tpot)
         req.info = RequestInfo(
             rid=i,
             arrival=t / NS,
@@ -256,8 +282,13 @@ class Simulation:
         self.records.status[i] = UNFINISHED
         self._live[i] = req
         if req.input_tokens + req.output_tokens > self.kv_capacity:
-            self._end(req, REJECTED, t, f"prompt+output ({req.input_tokens + req.output_tokens} tokens) exceeds "
-                      f"an instance's KV capacity ({self.kv_capacity} tokens)")
+            self._end(
+                req,
+                REJECTED,
+                t,
+                f"prompt+output ({req.input_tokens + req.output_tokens} tokens) exceeds "
+                f"an instance's KV capacity ({self.kv_capacity} tokens)",
+            )
             return
         self._route(req, t, "mixed" if self._phase_mixed else "prefill")
 
@@ -288,8 +319,10 @@ class Simulation:
     def _dispatch(self, req: SimRequest, sid: int, t: int, phase: str, promoted: bool) -> None:
         srv = self.fleet.servers[sid]
         if not srv.active or srv.role != ("mixed" if phase == "mixed" else phase):
-            raise RuntimeError(f"router {self.router.name} sent request {req.rid} to server {sid} "
-                               f"(active={srv.active}, role={srv.role}) for phase {phase}")
+            raise RuntimeError(
+                f"router {self.router.name} sent request {req.rid} to server {sid} "
+                f"(active={srv.active}, role={srv.role}) for phase {phase}"
+            )
         inst = self.instances[sid]
         if promoted:
             self.records.promoted[req.index] = True
@@ -298,7 +331,9 @@ class Simulation:
             self.records.instance[req.index] = sid
             req.state = TRANSFER
             req.prefill_target = req.input_tokens
-            dt = round(kv_transfer_time(self.model.deployment, req.input_tokens + 1, self.config.kv_link_gbps) * NS)
+            dt = round(
+                kv_transfer_time(self.model.deployment, req.input_tokens + 1, self.config.kv_link_gbps) * NS
+            )
             self._push(t + dt, KV_DONE, req.rid, (req, sid))
         else:
             self.fleet.on_dispatch(req.info, sid, t / NS)  # type: ignore[arg-type]
@@ -315,7 +350,10 @@ class Simulation:
     def _retry_pending(self, t: int) -> None:
         """Re-route pending requests, tightest tier first, oldest first; stop a tier at its first refusal."""
         f = self.fleet
-        for phase, queues in (("decode", f.pending_decode), ("mixed" if self._phase_mixed else "prefill", f.pending)):
+        for phase, queues in (
+            ("decode", f.pending_decode),
+            ("mixed" if self._phase_mixed else "prefill", f.pending),
+        ):
             for q in queues:
                 while q:
                     info = q[0]
@@ -339,9 +377,11 @@ class Simulation:
                 self._apply_scale(a, t)
         if self._pending_any():
             self._retry_pending(t)
-        if self._pending_any() or (
-            self.autoscaler is not None and (self._live or self._next_arrival < len(self._arr))
-        ) or (tick_fn is not None and (self._live or self._next_arrival < len(self._arr))):
+        if (
+            self._pending_any()
+            or (self.autoscaler is not None and (self._live or self._next_arrival < self._n))
+            or (tick_fn is not None and (self._live or self._next_arrival < self._n))
+        ):
             self._ensure_tick(t)
 
     # ---- scaling -----------------------------------------------------------------------------------------
@@ -402,7 +442,11 @@ class Simulation:
             r.worst_slack[i] = req.worst_slack
         r.generated[i] = req.output_tokens
         r.preemptions[i] = req.preemptions
-        ok = req.ttft_slack is not None and req.ttft_slack >= 0 and (req.output_tokens == 1 or req.worst_slack >= 0)
+        ok = (
+            req.ttft_slack is not None
+            and req.ttft_slack >= 0
+            and (req.output_tokens == 1 or req.worst_slack >= 0)
+        )
         r.status[i] = ATTAINED if ok else VIOLATED
         if not ok:
             self._count_violation(req)

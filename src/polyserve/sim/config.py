@@ -12,7 +12,10 @@ Mode = Literal["colocated", "disaggregated"]
 
 
 def default_max_num_batched_tokens(gpu: str) -> int:
-    """vLLM V1's default token budget for the OpenAI server: 8192 on >= 70 GiB GPUs other than A100, else 2048."""
+    """vLLM V1's default token budget for the OpenAI server.
+
+    8192 on GPUs with >= 70 GiB other than A100, else 2048 (vLLM ``EngineArgs`` defaults).
+    """
     return 2048 if gpu.lower().startswith("a100") else 8192
 
 

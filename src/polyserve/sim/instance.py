@@ -43,6 +43,7 @@ class Host(Protocol):
     def processed_past_step(self, inst: Instance, t: int) -> bool:
         """True if an event at ``t`` ordered after ``inst``'s step events has already been processed."""
         ...
+
     def on_first_token(self, inst: Instance, req: SimRequest, t: int) -> None: ...
     def on_finish(self, inst: Instance, req: SimRequest, t: int) -> None: ...
     def on_handoff(self, inst: Instance, req: SimRequest, t: int) -> None: ...
@@ -223,20 +224,21 @@ class Instance:
         self.kv_decode += n * k
         tracks = self._tracks
         if self._run_ends is None:
-            first_end = self._run_start + self._run_d
+            # h(j) = j*s - E(j) is linear over a run of equal iterations, and requests join and leave only
+            # between runs, so the run is represented by one point at its start holding its minimum.
+            e1 = self._run_start + self._run_d
+            C = self.C
             for s, cnt in self._n_by_s.items():
                 if cnt:
-                    tr = tracks[s]
-                    tr.push(j1, first_end)
-                    if k > 1:
-                        tr.push(self.C, now)
+                    h1 = j1 * s - e1
+                    h2 = C * s - now
+                    tracks[s].push_h(j1, h1 if h1 < h2 else h2)
         else:
             ends = self._run_ends
             for s, cnt in self._n_by_s.items():
                 if cnt:
-                    tr = tracks[s]
-                    for i in range(k):
-                        tr.push(j1 + i, ends[i])
+                    h = min((j1 + i) * s - ends[i] for i in range(k))
+                    tracks[s].push_h(j1, h)
         if self.on_tokens is not None:
             self.on_tokens(self, list(self.decoding.values()), now)
         self._pop_finished(now)
@@ -386,6 +388,19 @@ class Instance:
 
     def _plan_next(self, now: int) -> None:
         cap = self.kv_capacity
+        n = len(self.decoding)
+        if (
+            n
+            and self.fast
+            and not (self.prefilling or self.waiting or self._wheap or self.ready)
+            and self.kv_used + n <= cap
+        ):
+            # the common case: a decode-only batch with nothing to admit
+            self.kv_used += n
+            self._plan_n = n
+            self._run_start = now
+            self._plan_run(now, n)
+            return
         ready = self.ready
         while True:
             n = len(self.decoding)
@@ -455,36 +470,46 @@ class Instance:
         self._plan_n = n
         self._run_start = now
         if not chunks and self.fast and not blocked_by_budget:
-            k = self._fin[0][0] - self.C
-            more_kv = (cap - self.kv_used) // n
-            if more_kv + 1 < k:
-                k = more_kv + 1
-            if self._kv_indep:
+            self._plan_run(now, n)
+            return
+        self._chunks = chunks
+        self._run_ends = None
+        self._run_k = 1
+        d = self._step_ns(n, self.kv_decode, prefill_tokens)
+        self._run_d = d
+        self.plan = SINGLE
+        self._arm(now + d)
+
+    def _plan_run(self, now: int, n: int) -> None:
+        """Plan a fast-path run of decode-only iterations (the first one's KV is already allocated)."""
+        cap = self.kv_capacity
+        k = self._fin[0][0] - self.C
+        more_kv = (cap - self.kv_used) // n
+        if more_kv + 1 < k:
+            k = more_kv + 1
+        if self._kv_indep:
+            d = self._step_cache.get(n)
+            if d is None:
                 d = self._step_ns(n, self.kv_decode, 0)
-                self._run_ends = None
-                self._run_d = d
-                end = now + k * d
-            else:
-                ends = []
-                t = now
-                kv = self.kv_decode
-                for _ in range(k):
-                    t += self._step_ns(n, kv, 0)
-                    ends.append(t)
-                    kv += n
-                self._run_ends = ends
-                end = t
-            self.kv_used += n * (k - 1)
-            self._run_k = k
-            self.plan = RUN
-        else:
-            self._chunks = chunks
             self._run_ends = None
-            self._run_k = 1
-            d = self._step_ns(n, self.kv_decode, prefill_tokens)
             self._run_d = d
-            end = now + d
-            self.plan = SINGLE
+            end = now + k * d
+        else:
+            ends = []
+            t = now
+            kv = self.kv_decode
+            for _ in range(k):
+                t += self._step_ns(n, kv, 0)
+                ends.append(t)
+                kv += n
+            self._run_ends = ends
+            end = t
+        self.kv_used += n * (k - 1)
+        self._run_k = k
+        self.plan = RUN
+        self._arm(end)
+
+    def _arm(self, end: int) -> None:
         if self.kv_used > self.peak_kv:
             self.peak_kv = self.kv_used
         self._plan_end = end

@@ -91,8 +91,10 @@ class SlackTrack:
     A monotonic stack: points ``(j, h)`` with ``j`` and ``h`` strictly increasing. Appending pops every
     point whose ``h`` is not below the new one (it can never again be a suffix minimum). The minimum of ``h``
     over ``[a, now]`` is the ``h`` of the first point with ``j >= a``. Appending is amortised O(1), a query is
-    O(log n). Within a run of equal-length iterations ``h`` is linear, so pushing the run's two end points is
-    exact; runs of unequal iterations push every point.
+    O(log n). Requests join and leave a batch only between segments (a single iteration, or a fast-path run
+    of equal iterations), so every query range covers whole segments and one point per segment, at its start,
+    holding the segment's minimum, is exact. Within a run of equal iterations ``h`` is linear, so that
+    minimum is at one of the run's two ends.
     """
 
     __slots__ = ("hs", "js", "s")
@@ -103,7 +105,15 @@ class SlackTrack:
         self.hs: list[int] = []
 
     def push(self, j: int, e: int) -> None:
-        h = j * self.s - e
+        """Add iteration ``j`` that ended at ``e``."""
+        self.push_h(j, j * self.s - e)
+
+    def push_h(self, j: int, h: int) -> None:
+        """Add a point ``(j, h)``: a segment starting at iteration ``j`` whose minimum ``h`` is ``h``.
+
+        Queries only ever start at segment starts (requests join and leave between segments), so one
+        point per segment is exact.
+        """
         hs = self.hs
         while hs and hs[-1] >= h:
             hs.pop()

@@ -1,0 +1,5 @@
+"""``python -m polyserve`` runs the CLI."""
+
+from polyserve.cli import main
+
+main()
