@@ -1,0 +1,272 @@
+"""``create_engine_app``: the emulated engine as a FastAPI app (OpenAI-compatible, vLLM-like).
+
+Routes: ``POST /v1/completions`` and ``/v1/chat/completions`` (streaming SSE or not), ``GET /v1/models``,
+``GET /health`` (200 once the app can take requests), ``GET /metrics`` (Prometheus, vLLM's names).
+
+Each generation request: optional injected delay (``add_latency_ms``), body checks (400 with an OpenAI-style
+body, 404 for an unknown model), the ``fail_after`` fault (500), the context check (prompt + max_tokens must
+fit the KV cache, else 400, as vLLM's max_model_len check), then ``EngineCore.submit``. A stream sends one
+chunk per token (several chunks in one write when the client lags), the usage chunk if asked, then
+``data: [DONE]``. Whatever ends a request (done, client gone, crash, server shutdown) aborts it in the engine,
+so its seat and KV are freed.
+
+The app holds an ``EmulatedEngine`` at ``app.state.engine``; its ``EngineCore`` is built on first use on the
+running event loop (so the app can be created outside one, and several apps can share one loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from polyserve import __version__
+from polyserve.engine.config import EngineConfig
+from polyserve.engine.core import EngineCore, EngineObserver, TokenStream
+from polyserve.engine.metrics import CONTENT_TYPE, EngineMetrics
+from polyserve.engine.protocol import (
+    ChunkWriter,
+    GenerationRequest,
+    RequestError,
+    error_body,
+    full_response,
+    parse_chat,
+    parse_completion,
+    parse_json,
+)
+from polyserve.engine.sse import CrashMiddleware, InjectedCrash, SSEResponse
+from polyserve.engine.text import output_text, output_word
+
+
+def _default_model(config: EngineConfig) -> object:
+    from polyserve.runner import FleetSpec, build_model
+
+    return build_model(
+        FleetSpec(
+            model=config.model,
+            gpu=config.gpu,
+            tp=config.tp,
+            latency_model=config.latency_model,
+            latency_coefficients=config.latency_coefficients,
+            latency_profile=config.latency_profile,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+        )
+    )
+
+
+class EmulatedEngine:
+    """Config, latency model, metrics and counters of one engine; the ``EngineCore`` is per event loop.
+
+    ``latency_model`` may be given (tests inject exact ones); by default it is built from the config, which
+    raises ``ConfigError`` for an unknown model/GPU or one whose weights do not fit.
+    """
+
+    def __init__(self, config: EngineConfig, latency_model: object | None = None) -> None:
+        self.config = config
+        self.model = latency_model if latency_model is not None else _default_model(config)
+        kv = config.kv_capacity_tokens or self.model.deployment.kv_capacity_tokens  # type: ignore[attr-defined]
+        self.kv_capacity = int(kv)
+        self.metrics = EngineMetrics(config.name)
+        self.metrics.bind(
+            lambda: self.core.num_running if self.core else 0,
+            lambda: self.core.num_waiting if self.core else 0,
+            lambda: self.core.kv_usage() if self.core else 0.0,
+        )
+        m = self.metrics
+        self.observer = EngineObserver(
+            on_first_token=lambda s, ttft: (m.generation_tokens.inc(), m.ttft.observe(ttft)),
+            on_token=lambda s, gap: (m.generation_tokens.inc(), m.itl.observe(gap)),
+            on_finish=lambda s, e2e: (m.success.inc(), m.e2e.observe(e2e)),
+            on_preempt=lambda s: m.preemptions.inc(),
+        )
+        self.core: EngineCore | None = None
+        self.requests_received = 0  # valid generation requests (what --fail-after counts)
+        self.created = int(time.time())
+        self._ids = itertools.count()
+
+    def get_core(self) -> EngineCore:
+        loop = asyncio.get_running_loop()
+        if self.core is None or self.core.loop is not loop:
+            if self.core is not None:
+                if self.core.num_live:
+                    raise RuntimeError("an engine app cannot serve from two event loops at once")
+                self.core.close()
+            self.core = EngineCore(self.config, self.model, loop, self.observer)
+        return self.core
+
+    def close(self) -> None:
+        if self.core is not None:
+            self.core.close()
+
+    def next_id(self, chat: bool) -> str:
+        return f"{'chatcmpl' if chat else 'cmpl'}-polyserve-{next(self._ids)}"
+
+
+def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message, param), status_code=status)
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while True:
+        msg = await request.receive()
+        if msg["type"] == "http.disconnect":
+            return
+
+
+def create_engine_app(config: EngineConfig, *, latency_model: object | None = None) -> FastAPI:
+    """A new engine app with its own state and metrics registry. Raises ``ConfigError`` for a bad config."""
+    engine = EmulatedEngine(config, latency_model)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        engine.close()
+
+    app = FastAPI(
+        title="polyserve emulated engine",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.add_middleware(CrashMiddleware)
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
+
+    @app.get("/health")
+    async def health() -> Response:
+        return Response(status_code=200)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(engine.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, object]:
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": config.name,
+                    "object": "model",
+                    "created": engine.created,
+                    "owned_by": "polyserve",
+                    "root": config.model,
+                    "parent": None,
+                    "max_model_len": engine.kv_capacity,
+                }
+            ],
+        }
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await _generate(request, chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await _generate(request, chat=True)
+
+    async def _generate(request: Request, chat: bool) -> Response:
+        arrival = asyncio.get_running_loop().time()
+        if config.add_latency_ms:
+            await asyncio.sleep(config.add_latency_ms / 1000)
+        body = parse_json(await request.body())
+        g = parse_chat(body) if chat else parse_completion(body)
+        if g.model is not None and g.model != config.name:
+            raise RequestError(
+                404, f"The model `{g.model}` does not exist; this engine serves `{config.name}`.", "model"
+            )
+        engine.requests_received += 1
+        if config.fail_after is not None and engine.requests_received > config.fail_after:
+            raise RequestError(
+                500,
+                f"injected failure: this engine fails every request after the first "
+                f"{config.fail_after} (--fail-after)",
+            )
+        max_tokens = g.max_tokens or config.default_output_len
+        if g.prompt_tokens + max_tokens > engine.kv_capacity:
+            raise RequestError(
+                400,
+                f"This model's maximum context length is {engine.kv_capacity} tokens. However, "
+                f"you requested {g.prompt_tokens + max_tokens} tokens ({g.prompt_tokens} in the "
+                f"prompt, {max_tokens} in the completion).",
+                "max_tokens",
+            )
+        core = engine.get_core()
+        stream = core.submit(g.prompt_tokens, max_tokens, arrival, g.priority)
+        engine.metrics.prompt_tokens.inc(g.prompt_tokens)
+        rid = engine.next_id(chat)
+        if g.stream:
+            return SSEResponse(_events(g, stream, rid), on_close=lambda: core.abort(stream))
+        waiter = asyncio.ensure_future(_collect(stream))
+        gone = asyncio.ensure_future(_wait_disconnect(request))
+        try:
+            done, _ = await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            gone.cancel()
+            core.abort(stream)
+        if waiter not in done:
+            return Response(status_code=499)  # the client is gone; nobody reads this
+        if stream.error is not None:
+            raise RequestError(500, f"engine failure: {stream.error!r}")
+        return JSONResponse(
+            full_response(
+                chat, rid, engine.created, config.name, output_text(max_tokens), g.prompt_tokens, max_tokens
+            )
+        )
+
+    async def _collect(stream: TokenStream) -> None:
+        for _ in range(stream.max_tokens):
+            await stream.queue.get()
+            if stream.error is not None:
+                return
+
+    async def _events(g: GenerationRequest, stream: TokenStream, rid: str) -> AsyncIterator[str]:
+        w = ChunkWriter(g.chat, rid, engine.created, config.name, g.include_usage)
+        n = stream.max_tokens
+        crash = config.crash_mid_stream
+        if crash == 0:
+            raise InjectedCrash
+        sent = 0
+        q = stream.queue
+        while sent < n:
+            await q.get()
+            parts: list[str] = []
+            while True:
+                if stream.error is not None:
+                    err = error_body(500, f"engine failure: {stream.error!r}")
+                    parts.append("data: " + json.dumps(err) + "\n\n")
+                    yield "".join(parts)
+                    return
+                if g.chat and sent == 0:
+                    parts.append(w.role())
+                parts.append(w.token(output_word(sent), sent + 1 == n))
+                sent += 1
+                if crash is not None and sent >= crash:
+                    yield "".join(parts)
+                    raise InjectedCrash
+                if sent >= n or q.empty():
+                    break
+                q.get_nowait()
+            yield "".join(parts)
+        if g.include_usage:
+            yield w.usage(stream.prompt_tokens, n)
+        yield w.done()
+
+    return app

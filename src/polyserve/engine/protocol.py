@@ -1,0 +1,232 @@
+"""The OpenAI request fields the emulated engine reads, checked; and the response bodies it writes.
+
+Parsing is by hand rather than by pydantic models so every problem becomes one OpenAI-style 400 that names
+the field (``{"error": {"message", "type", "code", "param"}}``), never FastAPI's 422. Fields the engine has no
+use for (``temperature``, ``ignore_eos``, ``top_p``, ...) are accepted and ignored, as a real server would not
+reject a benchmark for sending them. ``priority`` (vLLM's field, an int; lower = sooner) is accepted and used
+only with ``--scheduling-policy priority``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from polyserve.engine.text import count_words, prompt_tokens
+
+
+class RequestError(Exception):
+    """A request the engine refuses: HTTP ``status`` with an OpenAI-style error body."""
+
+    TYPES = {400: "BadRequestError", 404: "NotFoundError", 500: "InternalServerError"}
+
+    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+
+    def body(self) -> dict[str, object]:
+        return error_body(self.status, self.message, self.param)
+
+
+def error_body(status: int, message: str, param: str | None = None) -> dict[str, object]:
+    return {
+        "error": {
+            "message": message,
+            "type": RequestError.TYPES.get(status, "Error"),
+            "param": param,
+            "code": status,
+        }
+    }
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What the engine needs from a /v1/completions or /v1/chat/completions body."""
+
+    chat: bool
+    model: str | None
+    prompt_tokens: int
+    max_tokens: int | None  # None: the engine's --default-output-len
+    stream: bool
+    include_usage: bool
+    priority: int
+
+
+def parse_json(raw: bytes) -> dict[str, object]:
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RequestError(400, f"request body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, f"request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _int_field(body: dict[str, object], name: str, *, minimum: int) -> int | None:
+    v = body.get(name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise RequestError(400, f"'{name}' must be an integer, got {json.dumps(v)}", name)
+    if v < minimum:
+        raise RequestError(400, f"'{name}' must be >= {minimum}, got {v}", name)
+    return v
+
+
+def _bool_field(body: dict[str, object], name: str) -> bool:
+    v = body.get(name, False)
+    if v is None:
+        return False
+    if not isinstance(v, bool):
+        raise RequestError(400, f"'{name}' must be true or false, got {json.dumps(v)}", name)
+    return v
+
+
+def _common(body: dict[str, object], chat: bool, words: int) -> GenerationRequest:
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise RequestError(400, f"'model' must be a string, got {json.dumps(model)}", "model")
+    max_tokens = _int_field(body, "max_tokens", minimum=1)
+    if chat:
+        mct = _int_field(body, "max_completion_tokens", minimum=1)
+        if mct is not None:
+            max_tokens = mct
+    n = _int_field(body, "n", minimum=1)
+    if n is not None and n != 1:
+        raise RequestError(400, f"'n' > 1 is not supported by the emulated engine (got {n})", "n")
+    stream = _bool_field(body, "stream")
+    include_usage = False
+    so = body.get("stream_options")
+    if so is not None:
+        if not isinstance(so, dict):
+            raise RequestError(400, "'stream_options' must be an object", "stream_options")
+        if not stream:
+            raise RequestError(400, "'stream_options' is only allowed with 'stream': true", "stream_options")
+        include_usage = _bool_field(so, "include_usage")
+    priority = body.get("priority", 0)
+    if priority is None:
+        priority = 0
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise RequestError(400, f"'priority' must be an integer, got {json.dumps(priority)}", "priority")
+    return GenerationRequest(chat, model, prompt_tokens(words), max_tokens, stream, include_usage, priority)
+
+
+def parse_completion(body: dict[str, object]) -> GenerationRequest:
+    """``prompt``: a string, a list of token ids, or a one-element list of either."""
+    if "prompt" not in body:
+        raise RequestError(400, "'prompt' is required", "prompt")
+    p = body["prompt"]
+    if isinstance(p, list) and len(p) == 1 and isinstance(p[0], str | list):
+        p = p[0]
+    if isinstance(p, str):
+        words = count_words(p)
+    elif isinstance(p, list) and p and all(isinstance(x, int) and not isinstance(x, bool) for x in p):
+        words = len(p)
+    elif isinstance(p, list) and len(p) > 1:
+        raise RequestError(
+            400, "batched prompts (a list of several prompts) are not supported; send one", "prompt"
+        )
+    else:
+        raise RequestError(400, "'prompt' must be a string or a list of token ids", "prompt")
+    return _common(body, False, words)
+
+
+def parse_chat(body: dict[str, object]) -> GenerationRequest:
+    """``messages``: a non-empty list of ``{role, content}``; content a string or a list of text parts."""
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise RequestError(400, "'messages' must be a non-empty list of {role, content} objects", "messages")
+    words = 0
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise RequestError(400, f"messages[{i}] must be an object with a string 'role'", "messages")
+        c = m.get("content")
+        if c is None:
+            continue
+        if isinstance(c, str):
+            words += count_words(c)
+        elif isinstance(c, list):
+            for part in c:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    words += count_words(part["text"])
+        else:
+            raise RequestError(400, f"messages[{i}].content must be a string or a list of parts", "messages")
+    return _common(body, True, words)
+
+
+# ---- responses --------------------------------------------------------------------------------------------
+def usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+class ChunkWriter:
+    """SSE chunks of one streamed response in OpenAI's format, from string templates (cheap per token)."""
+
+    def __init__(self, chat: bool, rid: str, created: int, model: str, include_usage: bool) -> None:
+        self.chat = chat
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        head = (
+            f'data: {{"id":{json.dumps(rid)},"object":"{obj}","created":{created},'
+            f'"model":{json.dumps(model)},"choices":[{{"index":0,'
+        )
+        self._head = head
+        self._tail_usage = ',"usage":null' if include_usage else ""
+        self._obj = obj
+        self._rid = rid
+        self._created = created
+        self._model = model
+
+    def role(self) -> str:
+        """Chat only: the first chunk, naming the assistant role (vLLM sends it before the first token)."""
+        return (
+            self._head
+            + '"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]'
+            + self._tail_usage
+            + "}\n\n"
+        )
+
+    def token(self, text: str, last: bool) -> str:
+        fin = '"length"' if last else "null"
+        body = f'"delta":{{"content":{json.dumps(text)}}}' if self.chat else f'"text":{json.dumps(text)}'
+        return self._head + body + f',"logprobs":null,"finish_reason":{fin}}}]' + self._tail_usage + "}\n\n"
+
+    def usage(self, prompt: int, completion: int) -> str:
+        doc = {
+            "id": self._rid,
+            "object": self._obj,
+            "created": self._created,
+            "model": self._model,
+            "choices": [],
+            "usage": usage(prompt, completion),
+        }
+        return "data: " + json.dumps(doc, separators=(",", ":")) + "\n\n"
+
+    @staticmethod
+    def done() -> str:
+        return "data: [DONE]\n\n"
+
+
+def full_response(
+    chat: bool, rid: str, created: int, model: str, text: str, prompt: int, completion: int
+) -> dict[str, object]:
+    if chat:
+        choice: dict[str, object] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": None,
+            "finish_reason": "length",
+        }
+        obj = "chat.completion"
+    else:
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
+        obj = "text_completion"
+    return {
+        "id": rid,
+        "object": obj,
+        "created": created,
+        "model": model,
+        "choices": [choice],
+        "usage": usage(prompt, completion),
+    }

@@ -1,0 +1,225 @@
+"""The engine speaks OpenAI's protocol: chunk format, usage, exact token counts, errors, models, metrics."""
+
+from __future__ import annotations
+
+import pytest
+
+from .helpers import client_for, completion, linear, make_app, metric_value, run, stream_events, token_texts
+
+
+def fast_app(**config):
+    return make_app(linear(1.0, 0.0, 0.1), **config)
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_stream_is_openai_chunks_then_usage_then_done(chat: bool) -> None:
+    async def main():
+        async with client_for(fast_app(served_model_name="m")) as c:
+            if chat:
+                body = {
+                    "model": "m",
+                    "messages": [{"role": "user", "content": "one two three"}],
+                    "stream": True,
+                    "max_tokens": 5,
+                    "stream_options": {"include_usage": True},
+                }
+                path = "/v1/chat/completions"
+            else:
+                body = completion(3, 5, model="m", stream_options={"include_usage": True})
+                path = "/v1/completions"
+            return await stream_events(c, path, body)
+
+    events, done = run(main())
+    assert done and events[-1][1] == "[DONE]"
+    chunks = [e for _, e in events[:-1]]
+    obj = "chat.completion.chunk" if chat else "text_completion"
+    assert all(e["object"] == obj and e["model"] == "m" for e in chunks)
+    assert len({e["id"] for e in chunks}) == 1
+    texts = token_texts(events, chat)
+    assert texts == ["the", " quick", " brown", " fox", " jumps"]
+    usage = chunks[-1]
+    assert usage["choices"] == []
+    assert usage["usage"] == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+    content = [e for e in chunks if e["choices"]]
+    reasons = [e["choices"][0]["finish_reason"] for e in content]
+    assert reasons[-1] == "length" and all(r is None for r in reasons[:-1])
+    assert all("usage" in e and e["usage"] is None for e in content)  # include_usage: null until the end
+    if chat:
+        assert content[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+
+
+def test_stream_without_include_usage_has_no_usage_chunk() -> None:
+    async def main():
+        async with client_for(fast_app()) as c:
+            return await stream_events(c, "/v1/completions", completion(2, 3))
+
+    events, done = run(main())
+    assert done
+    assert all(e == "[DONE]" or ("usage" not in e and e["choices"]) for _, e in events)
+    assert len(token_texts(events, chat=False)) == 3
+
+
+@pytest.mark.parametrize("max_tokens", [1, 2, 17])
+def test_non_streaming_returns_exactly_max_tokens(max_tokens: int) -> None:
+    async def main():
+        async with client_for(fast_app()) as c:
+            r = await c.post("/v1/completions", json=completion(6, max_tokens, stream=False))
+            assert r.status_code == 200
+            return r.json()
+
+    doc = run(main())
+    assert doc["object"] == "text_completion"
+    assert len(doc["choices"][0]["text"].split()) == max_tokens
+    assert doc["choices"][0]["finish_reason"] == "length"
+    assert doc["usage"] == {
+        "prompt_tokens": 6,
+        "completion_tokens": max_tokens,
+        "total_tokens": 6 + max_tokens,
+    }
+
+
+def test_chat_counts_all_message_words_and_reads_max_completion_tokens() -> None:
+    async def main():
+        async with client_for(fast_app()) as c:
+            r = await c.post(
+                "/v1/chat/completions",
+                json={
+                    "messages": [
+                        {"role": "system", "content": "be brief"},
+                        {"role": "user", "content": [{"type": "text", "text": "a b c"}]},
+                    ],
+                    "max_completion_tokens": 4,
+                    "max_tokens": 99,
+                    "ignore_eos": True,
+                    "temperature": 0,
+                },
+            )
+            return r.json()
+
+    doc = run(main())
+    assert doc["object"] == "chat.completion"
+    assert doc["choices"][0]["message"]["role"] == "assistant"
+    assert doc["usage"] == {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+
+
+def test_default_output_len_applies_without_max_tokens() -> None:
+    async def main():
+        async with client_for(fast_app(default_output_len=7)) as c:
+            return (await c.post("/v1/completions", json=completion(2, None, stream=False))).json()
+
+    assert run(main())["usage"]["completion_tokens"] == 7
+
+
+def test_token_id_prompts_and_priority_field_are_accepted() -> None:
+    async def main():
+        async with client_for(fast_app()) as c:
+            r = await c.post("/v1/completions", json={"prompt": [1, 2, 3, 4], "max_tokens": 2, "priority": 3})
+            return r.status_code, r.json()
+
+    status, doc = run(main())
+    assert status == 200 and doc["usage"]["prompt_tokens"] == 4
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "param"),
+    [
+        ("/v1/completions", b"{not json", 400, None),
+        ("/v1/completions", b"[1, 2]", 400, None),
+        ("/v1/completions", {"max_tokens": 3}, 400, "prompt"),
+        ("/v1/completions", {"prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
+        ("/v1/completions", {"prompt": "x", "max_tokens": "9"}, 400, "max_tokens"),
+        ("/v1/completions", {"prompt": "x", "stream": "yes"}, 400, "stream"),
+        ("/v1/completions", {"prompt": "x", "priority": 1.5}, 400, "priority"),
+        ("/v1/completions", {"prompt": "x", "n": 2}, 400, "n"),
+        ("/v1/completions", {"prompt": ["a", "b"]}, 400, "prompt"),
+        ("/v1/completions", {"prompt": "x", "max_tokens": 10**9}, 400, "max_tokens"),
+        ("/v1/chat/completions", {"messages": []}, 400, "messages"),
+        ("/v1/chat/completions", {"messages": [{"content": "x"}]}, 400, "messages"),
+        ("/v1/completions", {"prompt": "x", "model": "other"}, 404, "model"),
+    ],
+)
+def test_bad_requests_get_openai_error_bodies(path: str, body, status: int, param: str | None) -> None:
+    async def main():
+        async with client_for(fast_app()) as c:
+            if isinstance(body, bytes):
+                r = await c.post(path, content=body, headers={"content-type": "application/json"})
+            else:
+                r = await c.post(path, json=body)
+            return r.status_code, r.json()
+
+    got, doc = run(main())
+    assert got == status
+    err = doc["error"]
+    assert set(err) >= {"message", "type", "code"} and err["code"] == status and err["message"]
+    assert err["param"] == param
+
+
+def test_unknown_route_is_an_openai_404() -> None:
+    async def main():
+        async with client_for(fast_app()) as c:
+            return await c.get("/v1/nothing")
+
+    r = run(main())
+    assert r.status_code == 404 and r.json()["error"]["code"] == 404
+
+
+def test_models_and_health() -> None:
+    async def main():
+        async with client_for(fast_app(served_model_name="my-model")) as c:
+            return (await c.get("/health")).status_code, (await c.get("/v1/models")).json()
+
+    health, models = run(main())
+    assert health == 200
+    assert [m["id"] for m in models["data"]] == ["my-model"]
+    assert models["data"][0]["root"] == "llama-3.1-8b"
+
+
+def test_metrics_have_vllm_names_model_label_and_count_tokens() -> None:
+    async def main():
+        async with client_for(fast_app(served_model_name="m")) as c:
+            for _ in range(2):
+                await stream_events(c, "/v1/completions", completion(3, 4))
+            text = (await c.get("/metrics")).text
+            return text, {
+                n: await metric_value(c, n)
+                for n in (
+                    "vllm:prompt_tokens_total",
+                    "vllm:generation_tokens_total",
+                    "vllm:request_success_total",
+                    "vllm:time_to_first_token_seconds_count",
+                    "vllm:inter_token_latency_seconds_count",
+                    "vllm:num_requests_running",
+                    "vllm:num_requests_waiting",
+                    "vllm:kv_cache_usage_perc",
+                )
+            }
+
+    text, v = run(main())
+    for name in (
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:time_to_first_token_seconds_bucket",
+        "vllm:inter_token_latency_seconds_bucket",
+    ):
+        assert f"{name}{{" in text and 'model_name="m"' in text
+    assert v["vllm:prompt_tokens_total"] == 6
+    assert v["vllm:generation_tokens_total"] == 8
+    assert v["vllm:request_success_total"] == 2
+    assert v["vllm:time_to_first_token_seconds_count"] == 2
+    assert v["vllm:inter_token_latency_seconds_count"] == 6
+    assert (
+        v["vllm:num_requests_running"] == v["vllm:num_requests_waiting"] == v["vllm:kv_cache_usage_perc"] == 0
+    )
+
+
+def test_two_apps_in_one_loop_keep_separate_state_and_metrics() -> None:
+    async def main():
+        a, b = fast_app(served_model_name="a"), fast_app(served_model_name="b")
+        async with client_for(a) as ca, client_for(b) as cb:
+            await stream_events(ca, "/v1/completions", completion(2, 3))
+            return await metric_value(ca, "vllm:request_success_total"), await metric_value(
+                cb, "vllm:request_success_total"
+            )
+
+    assert run(main()) == (1, 0)
