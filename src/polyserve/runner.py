@@ -81,6 +81,20 @@ def describe_model(model, fleet: FleetSpec) -> dict[str, object]:
     return d
 
 
+def scheduler_choice(router, policy: PolicySpec) -> dict[str, tuple[str, dict[str, object]]]:
+    """Per-role instance scheduler: the explicit ``--scheduler`` for every role, else the router's choice
+    (``router.scheduler_for``: role -> (name, options)), else vLLM's ``fcfs``."""
+    out: dict[str, tuple[str, dict[str, object]]] = {}
+    own = getattr(router, "scheduler_for", {}) or {}
+    for role in ("mixed", "prefill", "decode"):
+        if policy.scheduler:
+            out[role] = (policy.scheduler, dict(policy.scheduler_options))
+        else:
+            name, opts = own.get(role, ("fcfs", {}))
+            out[role] = (name, {**opts, **policy.scheduler_options})
+    return out
+
+
 def run_workload(
     workload: Workload,
     model,
@@ -95,13 +109,13 @@ def run_workload(
 ) -> SimResult:
     """Simulate ``workload`` on a fleet; fills records and stats and returns the summary."""
     router = make_router(policy.router, make_rng(seed), **policy.router_options)
-    sched_name = policy.scheduler or getattr(router, "default_scheduler", "fcfs")
-    sched_opts = dict(getattr(router, "default_scheduler_options", {}) or {})
-    sched_opts.update(policy.scheduler_options)
-    SCHEDULERS.get(sched_name)  # fail early on an unknown name
+    per_role = scheduler_choice(router, policy)
+    for name, _ in per_role.values():
+        SCHEDULERS.get(name)  # fail early on an unknown name
 
-    def sched_factory():
-        return SCHEDULERS.create(sched_name, **sched_opts)
+    def sched_factory(role: str):
+        name, opts = per_role[role]
+        return SCHEDULERS.create(name, **opts)
 
     autoscaler = None
     if policy.autoscaler:
@@ -136,8 +150,7 @@ def run_workload(
     summary["policy"] = {
         "router": policy.router,
         "router_options": policy.router_options,
-        "scheduler": sched_name,
-        "scheduler_options": sched_opts,
+        "schedulers": {role: {"name": n, "options": o} for role, (n, o) in per_role.items()},
         "autoscaler": policy.autoscaler,
         "autoscaler_options": policy.autoscaler_options,
         **({"parameters": router.describe()} if hasattr(router, "describe") else {}),

@@ -64,7 +64,7 @@ def blis(kv_fraction: float | None = None):
 def simulation(wl: Workload, model, *, router="round-robin", scheduler="fcfs", seed=0, **cfg) -> Simulation:
     config = SimConfig(**cfg)
     return Simulation(
-        wl, model, make_router(router, make_rng(seed)), lambda: SCHEDULERS.create(scheduler), config
+        wl, model, make_router(router, make_rng(seed)), lambda role: SCHEDULERS.create(scheduler), config
     )
 
 

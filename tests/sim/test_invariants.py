@@ -137,7 +137,7 @@ def test_clock_never_goes_back(wl, cfg):
         wl,
         blis(),
         make_router("round-robin", make_rng(0)),
-        lambda: SCHEDULERS.create("fcfs"),
+        lambda role: SCHEDULERS.create("fcfs"),
         SimConfig(**cfg),
     )
     times: list[int] = []

@@ -12,7 +12,7 @@ Times are float seconds; ``now`` always comes in as an argument (the ledger neve
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -68,7 +68,7 @@ class ServerState:
 
     sid: int
     role: Role = "mixed"
-    active: bool = True  # False = in the idle pool (released, not paid for, not routable)
+    active: bool = False  # False = in the idle pool (released, not paid for, not routable)
     tier: int | None = None  # owning tier for tiered policies; None for a shared pool
     ready_at: float = 0.0  # cold start ends (active servers only route after it)
     draining: bool = False  # accepts no new work; released when empty
@@ -126,6 +126,53 @@ class RoutingDecision:
         return RoutingDecision("pending", None, reason)
 
 
+class LoadIndex:
+    """Active servers of one (tier, role) bucketed by outstanding requests.
+
+    Why: "the most loaded server that can still take a request" and "the least loaded server" are asked on
+    every arrival; scanning 1,000 servers each time would cost milliseconds. Buckets make both a walk from
+    one end that usually stops at the first server. Within a bucket, servers keep insertion order (a dict
+    used as an ordered set), so iteration is deterministic.
+    """
+
+    __slots__ = ("buckets", "cap", "size")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap  # servers with more requests share the last bucket
+        self.buckets: list[dict[int, None]] = [{} for _ in range(cap + 2)]
+        self.size = 0
+
+    def _b(self, n: int) -> int:
+        return n if n <= self.cap else self.cap + 1
+
+    def add(self, sid: int, n: int) -> None:
+        self.buckets[self._b(n)][sid] = None
+        self.size += 1
+
+    def remove(self, sid: int, n: int) -> None:
+        del self.buckets[self._b(n)][sid]
+        self.size -= 1
+
+    def move(self, sid: int, old: int, new: int) -> None:
+        bo, bn = self._b(old), self._b(new)
+        if bo != bn:
+            del self.buckets[bo][sid]
+            self.buckets[bn][sid] = None
+
+    def descending(self, below: int | None = None) -> Iterator[int]:
+        """Server ids from the most loaded down; ``below``: only servers with fewer requests than that."""
+        top = len(self.buckets) - 1 if below is None else min(self._b(below - 1), len(self.buckets) - 1)
+        buckets = self.buckets
+        for b in range(top, -1, -1):
+            if buckets[b]:
+                yield from list(buckets[b])
+
+    def ascending(self) -> Iterator[int]:
+        for bucket in self.buckets:
+            if bucket:
+                yield from list(bucket)
+
+
 @dataclass(slots=True)
 class FleetConfig:
     """Engine settings the policies need to predict a server (vLLM's defaults)."""
@@ -162,6 +209,43 @@ class FleetState:
         self._out_sum = [0.0] * len(tiers)
         self._out_n = [0] * len(tiers)
         self.scaling_actions = 0
+        self._index: dict[tuple[int | None, Role], LoadIndex] = {}
+        for s in self.servers:
+            if s.active:
+                self._idx(s).add(s.sid, s.num_requests)
+
+    # ---- load index ---------------------------------------------------------------------------------------
+    def _idx(self, s: ServerState) -> LoadIndex:
+        key = (s.tier, s.role)
+        idx = self._index.get(key)
+        if idx is None:
+            idx = self._index[key] = LoadIndex(self.config.max_num_seqs)
+        return idx
+
+    def index(self, tier: int | None, role: Role) -> LoadIndex:
+        """Active servers owned by ``tier`` (None: the shared pool) with ``role``, by load."""
+        key = (tier, role)
+        idx = self._index.get(key)
+        if idx is None:
+            idx = self._index[key] = LoadIndex(self.config.max_num_seqs)
+        return idx
+
+    def set_active_all(self, now: float) -> None:
+        """Start with every server active in the shared pool (untiered policies on a fixed fleet)."""
+        for s in self.servers:
+            if not s.active:
+                s.active = True
+                s.tier = None
+                s.ready_at = now
+                self._idx(s).add(s.sid, s.num_requests)
+
+    def set_idle_all(self) -> None:
+        """Start with every server in the idle pool (tiered policies scale up on demand)."""
+        for s in self.servers:
+            if s.active:
+                self._idx(s).remove(s.sid, s.num_requests)
+                s.active = False
+                s.tier = None
 
     # ---- reads -----------------------------------------------------------------------------------------
     def expected_output(self, tier: int, max_tokens: int | None = None) -> float:
@@ -196,6 +280,8 @@ class FleetState:
         if info.rid in self.entries:
             raise ValueError(f"request {info.rid} is already on server {self.entries[info.rid].server}")
         self.entries[info.rid] = e
+        if s.active:
+            self._idx(s).move(sid, s.num_requests, s.num_requests + 1)
         s.num_requests += 1
         s.input_tokens += info.input_tokens
         s.expected_output += exp
@@ -230,6 +316,8 @@ class FleetState:
         """
         e = self.entries.pop(rid)
         s = self.servers[e.server]
+        if s.active:
+            self._idx(s).move(s.sid, s.num_requests, s.num_requests - 1)
         s.num_requests -= 1
         s.input_tokens -= e.info.input_tokens
         s.expected_output -= e.expected_output
@@ -251,6 +339,8 @@ class FleetState:
     def apply_scale(self, a: ScaleAction, now: float, cold_start: float = 0.0) -> None:
         """Carry out a scale action. Deactivating a server that still holds requests is refused."""
         s = self.servers[a.server]
+        if s.active:
+            self._idx(s).remove(s.sid, s.num_requests)
         if a.activate:
             if not s.active:
                 s.ready_at = now + cold_start
@@ -258,8 +348,10 @@ class FleetState:
             s.active = True
             s.draining = False
             s.tier = a.tier
+            self._idx(s).add(s.sid, s.num_requests)
         else:
             if s.num_requests:
+                self._idx(s).add(s.sid, s.num_requests)
                 raise ValueError(f"server {s.sid} still holds {s.num_requests} requests; drain it first")
             s.active = False
             s.tier = None

@@ -65,7 +65,7 @@ class Simulation:
         workload,  # polyserve.workload.Workload
         model,  # a LatencyModel
         router: Router,
-        scheduler_factory: Callable[[], InstanceScheduler],
+        scheduler_factory: Callable[[str], InstanceScheduler],
         config: SimConfig,
         autoscaler: Autoscaler | None = None,
         progress: Callable[[float], None] | None = None,
@@ -108,7 +108,7 @@ class Simulation:
                 role,
                 model,
                 self.kv_capacity,
-                scheduler_factory(),
+                scheduler_factory(role),
                 self,
                 max_num_seqs=config.max_num_seqs,
                 max_num_batched_tokens=config.max_num_batched_tokens,
@@ -204,14 +204,11 @@ class Simulation:
 
     # ---- main loop ----------------------------------------------------------------------------------------
     def run(self) -> RunStats:
-        tiers = self.fleet.tiers
-        self._timeline_point(0)
-        if not self.router.tiered:
-            for s in self.fleet.servers:
-                s.active = True
+        self._initial_fleet()
         self._active_count = sum(1 for s in self.fleet.servers if s.active)
+        self._timeline_point(0)
         self._push_next_arrival()
-        if self.autoscaler is not None:
+        if self.autoscaler is not None or hasattr(self.router, "tick"):
             self._ensure_tick(0)
         heap = self._heap
         total = max(1, self._n)
@@ -261,8 +258,25 @@ class Simulation:
         stats.events = events
         end = self._now if horizon is None or not self.stats.stopped_at_horizon else horizon
         self._finalize(end)
-        del tiers
         return self.stats
+
+    def _initial_fleet(self) -> None:
+        """Who is active at t=0 (ready at once, no cold start): tiered routers start from the idle pool (plus
+        their ``initial_actions``); untiered ones get the whole fleet, or the autoscaler's initial count."""
+        fleet = self.fleet
+        if self.router.tiered:
+            init = getattr(self.router, "initial_actions", None)
+            for a in init(fleet) if init is not None else []:
+                fleet.apply_scale(a, 0.0, 0.0)
+            fleet.scaling_actions = 0
+        elif self.autoscaler is not None and hasattr(self.autoscaler, "initial_active"):
+            for role in ("mixed", "prefill", "decode"):
+                pool = [s for s in fleet.servers if s.role == role]
+                for s in pool[: self.autoscaler.initial_active(fleet, role)]:
+                    fleet.apply_scale(ScaleAction(s.sid, True, None, "initial"), 0.0, 0.0)
+            fleet.scaling_actions = 0
+        else:
+            fleet.set_active_all(0.0)
 
     # ---- arrivals and routing ---------------------------------------------------------------------------
     def _arrive(self, i: int, t: int) -> None:
@@ -348,23 +362,54 @@ class Simulation:
         return any(f.pending) or any(f.pending_decode)
 
     def _retry_pending(self, t: int) -> None:
-        """Re-route pending requests, tightest tier first, oldest first; stop a tier at its first refusal."""
+        """Re-route pending requests, tightest tier first, oldest first.
+
+        Pass 1 tries the requests that can still be attained, stopping a tier at its first refusal. Pass 2
+        tries lost causes (the router's ``is_lost``: TTFT can no longer be met), and only when no attainable
+        request is left waiting in that phase: a late request must not take capacity from one that can still
+        make it (else overload snowballs: everyone queued behind lost causes becomes a lost cause).
+        """
         f = self.fleet
-        for phase, queues in (
-            ("decode", f.pending_decode),
-            ("mixed" if self._phase_mixed else "prefill", f.pending),
-        ):
+        now = t / NS
+        lost_fn = getattr(self.router, "is_lost", None)
+        main_phase = "mixed" if self._phase_mixed else "prefill"
+        for phase, queues in (("decode", f.pending_decode), (main_phase, f.pending)):
+            fresh_left = False
+            lost_any = False
             for q in queues:
-                while q:
-                    info = q[0]
+                if not q:
+                    continue
+                items = list(q)
+                q.clear()
+                blocked = False
+                for info in items:
                     req = self._live.get(info.rid)
                     if req is None:
-                        q.popleft()
                         continue
-                    q.popleft()
-                    if not self._route(req, t, phase, queued=True):
-                        q.appendleft(info)
-                        break
+                    if lost_fn is not None and lost_fn(info, f, now, phase):
+                        q.append(info)
+                        lost_any = True
+                    elif blocked:
+                        q.append(info)
+                        fresh_left = True
+                    elif not self._route(req, t, phase, queued=True):
+                        q.append(info)
+                        blocked = fresh_left = True
+            if not lost_any or fresh_left:
+                continue
+            for q in queues:
+                if not q:
+                    continue
+                items = list(q)
+                q.clear()
+                blocked = False
+                for info in items:
+                    req = self._live.get(info.rid)
+                    if req is None:
+                        continue
+                    if blocked or not self._route(req, t, phase, queued=True):
+                        q.append(info)
+                        blocked = True
 
     def _tick(self, t: int) -> None:
         now = t / NS

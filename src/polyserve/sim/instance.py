@@ -80,7 +80,7 @@ class Instance:
         self._step_cache: dict[int, int] = {}
         # queues
         self.waiting: deque[SimRequest] = deque()
-        self._wheap: list[tuple[int, int, SimRequest]] = []
+        self._wheap: list[tuple[tuple[int, int], int, SimRequest]] = []
         self.ready: deque[SimRequest] = deque()  # decode role: KV arrived, waiting for a decode seat
         self.prefilling: list[SimRequest] = []
         self.decoding: dict[int, SimRequest] = {}
@@ -140,10 +140,17 @@ class Instance:
         """A new request (or one to recompute) joins the waiting queue."""
         req.state = WAITING
         if self._edf:
-            heapq.heappush(self._wheap, (req.deadline(req.generated + 1), req.rid, req))
+            heapq.heappush(self._wheap, (self._edf_key(req, now), req.rid, req))
         else:
             self.waiting.append(req)
         self.wake(now)
+
+    @staticmethod
+    def _edf_key(req: SimRequest, now: int) -> tuple[int, int]:
+        """Earliest deadline first, but requests already past their deadline after all others: serving a
+        lost cause first would make the requests behind it late too (EDF's overload domino effect)."""
+        dl = req.deadline(req.generated + 1)
+        return (1 if dl < now else 0, dl)
 
     def enqueue_prefilled(self, req: SimRequest, now: int) -> None:
         """Decode role: a request whose KV has arrived from a prefill instance."""
@@ -361,7 +368,7 @@ class Instance:
         self.preemptions += 1
         req.state = WAITING
         if self._edf:
-            heapq.heappush(self._wheap, (req.deadline(req.generated + 1), req.rid, req))
+            heapq.heappush(self._wheap, (self._edf_key(req, now), req.rid, req))
         else:
             self.waiting.appendleft(req)
         self.host.on_preempt(self, req, now)
@@ -525,17 +532,21 @@ class Instance:
         C1 = self.C + 1
         for req in self.decoding.values():
             dl = req.K + C1 * req.tpot  # deadline of its next token, ns
+            if dl < now or (req.ttft_slack is not None and req.ttft_slack < 0):
+                continue  # already missed a deadline: nothing left to protect
             if dl < nxt:
                 nxt = dl
             if req.tpot < tight:
                 tight = req.tpot
+        if nxt == INF:
+            return self._budget - n
         info = BatchInfo(
             num_decode=n,
             kv_decode_tokens=self.kv_decode,
             kv_used=self.kv_used,
             kv_capacity=self.kv_capacity,
             max_num_batched_tokens=self.max_num_batched_tokens,
-            min_next_deadline=nxt / 1e9 if nxt != INF else INF,
+            min_next_deadline=nxt / 1e9,
             tightest_tpot=tight / 1e9 if tight != INF else INF,
         )
         return int(self.scheduler.prefill_budget(info, self.model, now / 1e9))
