@@ -1,0 +1,142 @@
+"""``run_benchmark``: send the requests on schedule, read every stream, and stop by itself.
+
+Each request is sent at ``start + at_s`` on the injected clock (the arrival schedule is kept even when the
+server is slow: requests are not held back by earlier ones), at most ``--max-concurrency`` at a time when
+given (then a request waits for a slot and its send time is when it actually goes out, as in
+``vllm bench serve``). The run ends when every sent request has completed or failed; each request is bounded
+by ``--timeout``, so the run is bounded by the last send time plus the timeout. ``--duration`` stops sending:
+requests due after it, or still waiting for a slot when it passes, are not sent (``not_sent``).
+
+The HTTP client is injectable (``httpx.AsyncClient`` with any transport: sockets, or an in-process app), as is
+the clock. Failure modes: a server that cannot list its models when ``--model`` is not given raises
+``BenchError``; failed requests are results, never exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from polyserve.bench.client import send_request
+from polyserve.bench.clock import Clock, RealClock
+from polyserve.bench.config import BenchConfig
+from polyserve.bench.dataset import BenchRequest
+from polyserve.bench.metrics import RequestRecord, request_record
+from polyserve.core.errors import PolyServeError
+
+
+class BenchError(PolyServeError):
+    """The benchmark cannot run (no model to name, server unreachable before the first request)."""
+
+
+@dataclass
+class Progress:
+    """Live counters, handed to the progress callback after every send and every finished request."""
+
+    total: int
+    started: float  # clock time of the start
+    sent: int = 0
+    completed: int = 0
+    failed: int = 0
+    attained: int = 0
+    tier_attained: dict[str, int] = field(default_factory=dict)
+    tier_done: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class BenchRun:
+    model: str
+    records: list[RequestRecord]  # in request order; only requests that were sent
+    duration_s: float  # start of sending to the end of the last request
+    not_sent: int
+    started_at: str  # ISO 8601 wall-clock time of the start (for the report only)
+
+
+async def resolve_model(client: httpx.AsyncClient, cfg: BenchConfig) -> str:
+    """``--model``, else the first model ``GET /v1/models`` lists."""
+    if cfg.model:
+        return cfg.model
+    url = cfg.base_url.rstrip("/") + "/v1/models"
+    try:
+        r = await client.get(url)
+        r.raise_for_status()
+        return str(r.json()["data"][0]["id"])
+    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise BenchError(f"no --model given and {url} did not list one ({e!r}); pass --model NAME") from None
+
+
+def default_client(cfg: BenchConfig) -> httpx.AsyncClient:
+    """No connection limit beyond --max-concurrency; no read timeout (each request has --timeout)."""
+    limits = httpx.Limits(max_connections=cfg.max_concurrency, max_keepalive_connections=cfg.max_concurrency)
+    return httpx.AsyncClient(timeout=httpx.Timeout(None, connect=30.0), limits=limits)
+
+
+async def run_benchmark(
+    cfg: BenchConfig,
+    requests: Sequence[BenchRequest],
+    *,
+    client: httpx.AsyncClient | None = None,
+    clock: Clock | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> BenchRun:
+    clock = clock or RealClock()
+    own = client is None
+    http = client or default_client(cfg)
+    try:
+        model = await resolve_model(http, cfg)
+        started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        start = clock.now()
+        state = Progress(total=len(requests), started=start)
+        stop_at = None if cfg.duration_s is None else start + cfg.duration_s
+        slots = asyncio.Semaphore(cfg.max_concurrency) if cfg.max_concurrency else None
+        records: dict[int, RequestRecord] = {}
+
+        def report() -> None:
+            if progress is not None:
+                progress(state)
+
+        async def one(req: BenchRequest) -> None:
+            if slots is not None:
+                await slots.acquire()
+            try:
+                if stop_at is not None and clock.now() >= stop_at:
+                    return
+                state.sent += 1
+                report()
+                o = await send_request(http, cfg, model, req, clock)
+                rec = request_record(req, o, start)
+                records[req.index] = rec
+                if rec.ok:
+                    state.completed += 1
+                else:
+                    state.failed += 1
+                state.tier_done[rec.tier] = state.tier_done.get(rec.tier, 0) + 1
+                if rec.attained:
+                    state.attained += 1
+                    state.tier_attained[rec.tier] = state.tier_attained.get(rec.tier, 0) + 1
+                report()
+            finally:
+                if slots is not None:
+                    slots.release()
+
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            for req in requests:
+                await clock.sleep_until(start + req.at_s)
+                if stop_at is not None and clock.now() >= stop_at:
+                    break
+                tasks.append(asyncio.ensure_future(one(req)))
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+        end = clock.now()
+        recs = [records[i] for i in sorted(records)]
+        return BenchRun(model, recs, end - start, len(requests) - len(recs), started_at)
+    finally:
+        if own:
+            await http.aclose()
