@@ -232,8 +232,12 @@ def bench(
             tier_weights=parse_weights(tier_weights),
         )
         err = Console(stderr=True)
-        with ProgressLine(err, enabled=not disable_tqdm and sys.stderr.isatty()) as line:
-            doc = asyncio.run(benchmark(cfg, progress=line.update))
+        try:
+            with ProgressLine(err, enabled=not disable_tqdm and sys.stderr.isatty()) as line:
+                doc = asyncio.run(benchmark(cfg, progress=line.update))
+        except KeyboardInterrupt:
+            sys.stderr.write("interrupted: no result (requests in flight were cancelled)\n")
+            raise typer.Exit(130) from None
         path = write(doc, result_dir, result_filename) if save_result else None
     except PolyServeError as e:
         _fail(e)

@@ -208,7 +208,10 @@ def create_engine_app(config: EngineConfig, *, latency_model: object | None = No
                 "max_tokens",
             )
         core = engine.get_core()
-        stream = core.submit(g.prompt_tokens, max_tokens, arrival, g.priority)
+        try:
+            stream = core.submit(g.prompt_tokens, max_tokens, arrival, g.priority)
+        except RuntimeError as e:  # the engine broke on an internal error earlier
+            raise RequestError(500, str(e)) from None
         engine.metrics.prompt_tokens.inc(g.prompt_tokens)
         rid = engine.next_id(chat)
         if g.stream:
