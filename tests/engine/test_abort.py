@@ -211,7 +211,8 @@ def test_closing_a_stream_that_still_waits_removes_it_from_the_queue_at_once() -
     async def main():
         app = make_app(linear(5.0, 0.0, 0.5), time_scale=10, max_num_seqs=1)
         async with client_for(app) as c:
-            first = asyncio.ensure_future(c.post("/v1/completions", json=completion(2, 30, stream=False)))
+            # the first holds the only seat for ~170 ms (wall)
+            first = asyncio.ensure_future(c.post("/v1/completions", json=completion(2, 300, stream=False)))
             await asyncio.sleep(0.002)
             async with c.stream("POST", "/v1/completions", json=completion(2, 30)) as r:
                 assert r.status_code == 200
@@ -221,7 +222,7 @@ def test_closing_a_stream_that_still_waits_removes_it_from_the_queue_at_once() -
             doc = (await first).json()
         return waiting_before, waiting_after, doc["usage"]["completion_tokens"]
 
-    assert run(main()) == (1, 0, 30)
+    assert run(main()) == (1, 0, 300)
 
 
 def test_cancelling_a_non_streaming_request_aborts_it() -> None:

@@ -1,9 +1,10 @@
 """Tokens come at the pace the latency model sets: batches slow each other down, queues and KV limits apply.
 
 Wall-clock tests: they measure on the client side and convert back to model time (x time_scale). The scale
-is kept low enough (3) that one Python process can produce and consume 32 streams without falling behind;
-the statistic is the median of 8-token window rates over each stream's middle half, which ignores the
-arrival spread at the start, the finishing spread at the end and a scheduling hiccup of the test machine.
+is kept low (1) so that one Python process can produce and consume 32 streams even on a busy machine. The
+TPOT statistic uses only the window in which all N streams are running (after the last first token, before
+the first last token), so the spread of arrivals and finishes under a loaded CPU does not blur the batch
+size: each stream's robust (median pairwise) gap in that window, median over the streams.
 """
 
 from __future__ import annotations
@@ -15,16 +16,23 @@ import numpy as np
 
 from polyserve.runner import FleetSpec, build_model
 
-from .helpers import client_for, completion, linear, make_app, metric_value, run, stream_events, token_texts
+from .helpers import client_for, completion, linear, make_app, metric_value, run, stream_events
 
 
 def token_times(events) -> np.ndarray:
     return np.array([t for t, e in events if e != "[DONE]" and e["choices"]])
 
 
+def robust_gap(ts: np.ndarray) -> float:
+    """Seconds per token: median slope over token pairs at least a quarter of the run apart (Theil-Sen), so a
+    burst of late tokens (the loaded test machine stalled the loop, the host caught up) does not move it."""
+    i, j = np.triu_indices(len(ts), k=max(1, len(ts) // 4))
+    return float(np.median((ts[j] - ts[i]) / (j - i)))
+
+
 def test_tpot_grows_with_concurrency_as_the_latency_model_predicts() -> None:
     model = build_model(FleetSpec())  # BLIS-fitted Llama-3.1-8B on H100
-    scale, out, window = 3.0, 64, 8
+    scale, out = 1.0, 64
 
     async def main():
         app = make_app(model, time_scale=scale)
@@ -35,13 +43,20 @@ def test_tpot_grows_with_concurrency_as_the_latency_model_predicts() -> None:
                 res = await asyncio.gather(
                     *(stream_events(c, "/v1/completions", completion(8, out)) for _ in range(n))
                 )
-                rates = []
+                times = []
                 for events, done in res:
                     assert done
-                    ts = token_times(events)
-                    assert len(ts) == out
-                    mid = ts[out // 4 : 3 * out // 4]
-                    rates.extend((mid[window:] - mid[:-window]) / window * scale)
+                    times.append(token_times(events))
+                    assert len(times[-1]) == out
+                lo = max(ts[0] for ts in times)  # from here on every stream is in the batch...
+                hi = min(ts[-1] for ts in times)  # ...until the first one finishes
+                rates = []
+                for ts in times:
+                    inside = ts[(ts > lo) & (ts < hi)]
+                    assert len(inside) >= out // 2, (
+                        f"batch of {n}: streams overlapped for {len(inside)} tokens"
+                    )
+                    rates.append(robust_gap(inside) * scale)
                 measured[n] = float(np.median(rates))
         return measured
 
@@ -55,60 +70,81 @@ def test_tpot_grows_with_concurrency_as_the_latency_model_predicts() -> None:
 
 
 def test_ttft_counts_the_wait_for_a_seat() -> None:
-    """max_num_seqs=1: the second request waits for the whole first one; its TTFT (client side and in the
-    engine's histogram) includes that wait."""
+    """max_num_seqs=1: a request sent while another runs gets its first token only after that one ends, and
+    its TTFT (client side, and in the engine's histogram, counted from arrival) includes the wait."""
     model = linear(10.0, 0.0, 1.0)  # prefill iteration 10 ms, decode iteration 11 ms (model time)
-    scale = 10.0
+    scale = 2.0
 
     async def main():
         app = make_app(model, time_scale=scale, max_num_seqs=1)
         async with client_for(app) as c:
-            t0 = time.perf_counter()
-            a, b = await asyncio.gather(
-                stream_events(c, "/v1/completions", completion(4, 20)),
-                stream_events(c, "/v1/completions", completion(4, 5)),
-            )
-            ttft_sum = await metric_value(c, "vllm:time_to_first_token_seconds_sum")
-        return token_times(a[0])[0] - t0, token_times(b[0])[0] - t0, ttft_sum
+            await stream_events(c, "/v1/completions", completion(4, 2))  # warm up
+            s0 = await metric_value(c, "vllm:time_to_first_token_seconds_sum")
+            first = asyncio.ensure_future(stream_events(c, "/v1/completions", completion(4, 20)))
+            while app.state.engine.core.num_running == 0:  # the first request holds the seat
+                await asyncio.sleep(0.001)
+            sent_b = time.perf_counter()
+            b, _ = await stream_events(c, "/v1/completions", completion(4, 5))
+            a, _ = await first
+            s1 = await metric_value(c, "vllm:time_to_first_token_seconds_sum")
+        return token_times(a), token_times(b), sent_b, s1 - s0
 
-    ttft_a, ttft_b, ttft_sum = run(main())
-    want_a = 0.010 / scale
-    want_b = (0.010 + 19 * 0.011 + 0.010) / scale  # all of A, then B's prefill
-    assert abs(ttft_b - want_b) < 0.25 * want_b
-    assert ttft_a < ttft_b
-    assert abs(ttft_sum - (want_a + want_b)) < 0.25 * (want_a + want_b)
+    a, b, sent_b, ttft_sum = run(main())
+    wait = a[-1] - sent_b  # what was left of the first request when the second was sent
+    slack = 0.02  # the client may read one stream a little after the other on a loaded machine
+    assert wait > 0.05  # (20 tokens: about 0.11 s of wall time in all)
+    assert b[0] - sent_b >= wait - slack  # no first token before the seat is free
+    assert b[0] - a[-1] < 0.03  # then only its prefill iteration (5 ms wall)
+    assert ttft_sum >= wait - slack  # the engine's histogram counts the queueing too
 
 
 def test_preempted_streams_stall_then_deliver_every_token() -> None:
+    """KV for 200 tokens, 8 requests that each grow to 40: recompute preemptions; every stream still gets
+    exactly its tokens, and the KV is free at the end. Submitted together on the core (no HTTP), so they
+    certainly overlap even on a loaded machine."""
+
     async def main():
         app = make_app(linear(2.0, 0.0, 0.1), time_scale=10, kv_capacity_tokens=200)
-        async with client_for(app) as c:
-            res = await asyncio.gather(
-                *(stream_events(c, "/v1/completions", completion(10, 30)) for _ in range(8))
-            )
-            return res, await metric_value(c, "vllm:num_preemptions_total"), app.state.engine.core
+        core = app.state.engine.get_core()
+        loop = asyncio.get_running_loop()
+        streams = [core.submit(10, 30, loop.time()) for _ in range(8)]
 
-    res, preemptions, core = run(main())
+        async def drain(s) -> int:
+            for _ in range(s.max_tokens):
+                await s.queue.get()
+            return s.emitted
+
+        counts = await asyncio.gather(*(drain(s) for s in streams))
+        return counts, sum(s.preemptions for s in streams), core, app.state.engine.metrics.render().decode()
+
+    counts, preemptions, core, metrics = run(main())
     assert preemptions > 0
-    for events, done in res:
-        assert done and len(token_texts(events, chat=False)) == 30
-    assert core.instance.kv_used == 0 and core.num_live == 0
+    assert f'vllm:num_preemptions_total{{model_name="llama-3.1-8b"}} {float(preemptions)}' in metrics
+    assert counts == [30] * 8
+    assert core.instance.kv_used == 0 and core.num_live == 0 and core.instance.is_empty()
 
 
 def _finish_order(policy: str) -> list[str]:
+    """One seat; "first" takes it, then "low" (priority 5) and "high" (priority 1) queue, in that order.
+    Submitted on the core in one go, so the queue order does not depend on the machine's speed."""
+
     async def main():
         app = make_app(linear(2.0, 0.0, 0.1), time_scale=10, max_num_seqs=1, scheduling_policy=policy)
+        core = app.state.engine.get_core()
+        now = asyncio.get_running_loop().time()
+        streams = {
+            name: core.submit(2, 10, now, priority)
+            for name, priority in (("first", 0), ("low", 5), ("high", 1))
+        }
         order: list[str] = []
-        async with client_for(app) as c:
 
-            async def one(name: str, priority: int, delay: float) -> None:
-                await asyncio.sleep(delay)
-                n = 200 if name == "first" else 10  # first holds the only seat for ~42 ms (wall)
-                r = await c.post("/v1/completions", json=completion(2, n, stream=False, priority=priority))
-                assert r.status_code == 200
-                order.append(name)
+        async def drain(name: str) -> None:
+            s = streams[name]
+            for _ in range(s.max_tokens):
+                await s.queue.get()
+            order.append(name)
 
-            await asyncio.gather(one("first", 0, 0), one("low", 5, 0.003), one("high", 1, 0.006))
+        await asyncio.gather(*(drain(n) for n in streams))
         return order
 
     return run(main())

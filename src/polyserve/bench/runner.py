@@ -5,7 +5,8 @@ server is slow: requests are not held back by earlier ones), at most ``--max-con
 given (then a request waits for a slot and its send time is when it actually goes out, as in
 ``vllm bench serve``). The run ends when every sent request has completed or failed; each request is bounded
 by ``--timeout``, so the run is bounded by the last send time plus the timeout. ``--duration`` stops sending:
-requests due after it, or still waiting for a slot when it passes, are not sent (``not_sent``).
+requests due after it, or still waiting for a ``--max-concurrency`` slot when it passes, are not sent
+(``not_sent``).
 
 The HTTP client is injectable (``httpx.AsyncClient`` with any transport: sockets, or an in-process app), as is
 the clock. Failure modes: a server that cannot list its models when ``--model`` is not given raises
@@ -103,8 +104,8 @@ async def run_benchmark(
             if slots is not None:
                 await slots.acquire()
             try:
-                if stop_at is not None and clock.now() >= stop_at:
-                    return
+                if slots is not None and stop_at is not None and clock.now() >= stop_at:
+                    return  # waited for a slot past --duration
                 state.sent += 1
                 report()
                 o = await send_request(http, cfg, model, req, clock)
@@ -126,9 +127,9 @@ async def run_benchmark(
         tasks: list[asyncio.Task[None]] = []
         try:
             for req in requests:
+                if cfg.duration_s is not None and req.at_s >= cfg.duration_s:
+                    break  # due after the bound (a client running late still sends what was due before it)
                 await clock.sleep_until(start + req.at_s)
-                if stop_at is not None and clock.now() >= stop_at:
-                    break
                 tasks.append(asyncio.ensure_future(one(req)))
             await asyncio.gather(*tasks)
         finally:
