@@ -12,7 +12,7 @@ Notebook API::
 __version__ = "0.1.0"
 
 
-def simulate(*args, **kwargs):  # noqa: D103  (documented on polyserve.runner.simulate)
+def simulate(*args, **kwargs):
     from polyserve.runner import simulate as _simulate
 
     return _simulate(*args, **kwargs)

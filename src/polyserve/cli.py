@@ -241,7 +241,7 @@ def goodput(
         from polyserve.runner import _jsonable, describe_model
         from polyserve.workload import read_trace
 
-        tierset, w, fleet, m, config, pol, trace_path, fmt = _common(
+        tierset, _w, fleet, m, config, pol, trace_path, fmt = _common(
             trace, trace_format, tiers, tier_weights, instances, mode, prefill_fraction, kv_link_gbps,
             cold_start, model, gpu, tp, latency_model, latency_coefficients, latency_profile, policy, scheduler,
             autoscaler, max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step,

@@ -3,8 +3,9 @@
 Method (README "Definitions"): arrivals are Poisson at the candidate rate, each request's (prompt, output)
 pair resampled from the trace, for a fixed simulated duration (default 600 s) of which the first ``warmup``
 seconds (default 60) are excluded, so every candidate has a steady state. The seed is the same at every
-step (common random numbers: request *i* has the same lengths and tier at every rate). The search doubles
-the rate until a run fails, then bisects to a relative tolerance.
+step (common random numbers: request *i* has the same lengths and tier at every rate). The search brackets
+the goodput from a starting rate (x1.25 up while runs pass, x0.8 down while they fail), then bisects to a
+relative tolerance (default 2%).
 
 Two criteria: ``overall`` (attainment over all requests >= target) and ``all_tiers`` (every tier >= target,
 so a policy cannot buy its figure by sacrificing one tier). ``all_tiers`` goodput is never above ``overall``,
@@ -37,7 +38,7 @@ class GoodputSettings:
     warmup_s: float = 60.0
     rel_tol: float = 0.02  # stop bisecting when (hi - lo) / hi < rel_tol
     max_evals: int = 24
-    start_rate: float | None = None  # first candidate; default 2 req/s per instance
+    start_rate: float | None = None  # first candidate; default 2 req/s per instance (compare: 0.9 x bound)
 
     def __post_init__(self) -> None:
         if not 0 < self.target <= 1:
@@ -153,34 +154,36 @@ class GoodputSearch:
             self.progress(f"{criterion}: {rate:.3f} req/s -> {verdict}")
         return p
 
-    def search(self, criterion: str, hi_known_fail: float | None = None) -> float:
+    def search(self, criterion: str, hint: float | None = None, hi_known_fail: float | None = None) -> float:
+        """Bracket from ``hint`` (x1.25 up while passing, x0.8 down while failing), then bisect."""
         s = self.s
-        lo = 0.0
-        hi = hi_known_fail
-        rate = s.start_rate or 2.0 * self.config.instances
-        if hi is not None:
-            rate = min(rate, hi * 0.75)
-        evals = 0
-        while hi is None:  # expand until a failure
-            evals += 1
-            if self.probe(rate, criterion).passed:
-                lo = rate
-                rate *= 2
-            else:
-                hi = rate
-            if evals >= s.max_evals:
-                return lo
-        if lo == 0.0:  # shrink until a pass
-            rate = hi / 2
-            while evals < s.max_evals:
+        rate = hint or s.start_rate or 2.0 * self.config.instances
+        lo, hi = 0.0, hi_known_fail
+        if hi is not None and rate >= hi:
+            rate = 0.9 * hi
+        evals = 1
+        if self.probe(rate, criterion).passed:
+            lo = rate
+            while hi is None and evals < s.max_evals:
+                rate *= 1.25
                 evals += 1
+                if self.probe(rate, criterion).passed:
+                    lo = rate
+                else:
+                    hi = rate
+        else:
+            hi = rate
+            while evals < s.max_evals:
+                rate *= 0.8
+                evals += 1
+                if rate < 1e-3:
+                    return 0.0
                 if self.probe(rate, criterion).passed:
                     lo = rate
                     break
                 hi = rate
-                rate /= 2
-                if rate < 1e-3:
-                    return 0.0
+        if hi is None or lo == 0.0:
+            return lo
         while (hi - lo) / hi >= s.rel_tol and evals < s.max_evals:
             evals += 1
             mid = (lo + hi) / 2

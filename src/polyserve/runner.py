@@ -142,6 +142,7 @@ def run_workload(
     summary["simulated_s"] = round(st.end_ns / 1e9, 6)
     summary["scaling_actions"] = st.scaling_actions
     summary["stopped_at_horizon"] = st.stopped_at_horizon
+    summary["stalled"] = st.stalled
     summary["iterations"] = st.iterations
     summary["events"] = st.events
     summary["peak_kv_fraction"] = round(st.peak_kv_fraction, 6)

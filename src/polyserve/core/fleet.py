@@ -81,6 +81,7 @@ class ServerState:
     input_tokens: int = 0  # input tokens of every outstanding request (KV the prompts hold)
     expected_output: float = 0.0  # sum of expected output tokens of outstanding requests
     tier_counts: list[int] = field(default_factory=list)  # outstanding requests per request tier
+    prefill_by_tier: list[int] = field(default_factory=list)  # awaiting-first-token prompt tokens per tier
     last_change: float = 0.0  # last dispatch/finish/move; scale-down hysteresis reads it
     became_empty_at: float | None = 0.0
     dispatched_total: int = 0
@@ -202,7 +203,9 @@ class FleetState:
         self.model = model
         self.servers: list[ServerState] = []
         for sid, role in enumerate(roles):
-            self.servers.append(ServerState(sid=sid, role=role, tier_counts=[0] * len(tiers)))
+            self.servers.append(
+                ServerState(sid=sid, role=role, tier_counts=[0] * len(tiers), prefill_by_tier=[0] * len(tiers))
+            )
         self.entries: dict[int, LedgerEntry] = {}
         self.pending: list[deque[RequestInfo]] = [deque() for _ in tiers]
         self.pending_decode: list[deque[RequestInfo]] = [deque() for _ in tiers]
@@ -296,6 +299,7 @@ class FleetState:
         else:
             s.num_prefill += 1
             s.prefill_tokens += info.input_tokens
+            s.prefill_by_tier[info.tier] += info.input_tokens
         return e
 
     def on_first_token(self, rid: int, now: float) -> None:
@@ -307,6 +311,7 @@ class FleetState:
         e.tokens_out = max(e.tokens_out, 1)
         s.num_prefill -= 1
         s.prefill_tokens -= e.info.input_tokens
+        s.prefill_by_tier[e.info.tier] -= e.info.input_tokens
         s.num_decode += 1
 
     def on_finish(self, rid: int, now: float, output_tokens: int | None) -> LedgerEntry:
@@ -325,6 +330,7 @@ class FleetState:
         if e.first_token_at is None:
             s.num_prefill -= 1
             s.prefill_tokens -= e.info.input_tokens
+            s.prefill_by_tier[e.info.tier] -= e.info.input_tokens
         else:
             s.num_decode -= 1
         s.last_change = now

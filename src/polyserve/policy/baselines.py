@@ -182,9 +182,15 @@ class StaticPartitionRouter:
     def route(self, req: RequestInfo, fleet: FleetState, now: float, phase: Phase) -> RoutingDecision:
         tier = None if phase == "prefill" else req.tier
         servers = fleet.servers
-        for sid in fleet.index(tier, _role(phase)).ascending():  # type: ignore[arg-type]
+        idx = fleet.index(tier, _role(phase))  # type: ignore[arg-type]
+        for sid in idx.ascending():
             if servers[sid].routable(now):
                 return RoutingDecision.to(sid, "own partition, fewest outstanding")
+        if idx.size == 0 and not any(s.draining for s in servers):
+            name = "prefill pool" if tier is None else f"tier {fleet.tiers[tier].name}"
+            return RoutingDecision(
+                "reject", None, f"static partition gives the {name} no server (fleet too small for its tiers)"
+            )
         return RoutingDecision.wait("the tier's partition has no routable server")
 
 
@@ -211,13 +217,21 @@ def _reg(name: str, summary: str, factory) -> None:
 
 
 _reg("random", "paper baseline: a uniformly random server", lambda rng, **o: RandomRouter(rng))
-_reg("minimal", "paper baseline: the server with the smallest predicted iteration time", lambda rng, **o: MinimalRouter(rng))
+_reg(
+    "minimal",
+    "paper baseline: the server with the smallest predicted iteration time",
+    lambda rng, **o: MinimalRouter(rng),
+)
 _reg(
     "co-chunk",
     "paper baseline: co-located chunked prefill, static token budget (swept), no tiers",
     lambda rng, token_budget=2048, **o: CoChunkRouter(rng, int(token_budget)),
 )
-_reg("least-outstanding", "the server with the fewest outstanding requests", lambda rng, **o: LeastOutstandingRouter(rng))
+_reg(
+    "least-outstanding",
+    "the server with the fewest outstanding requests",
+    lambda rng, **o: LeastOutstandingRouter(rng),
+)
 _reg("power-of-two", "the less loaded of two random servers", lambda rng, **o: PowerOfTwoRouter(rng))
 _reg(
     "static-partition",

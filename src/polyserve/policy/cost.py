@@ -93,7 +93,7 @@ def _lstsq(a: list[list[float]], y: list[float]) -> list[float]:
     ata = [[sum(r[i] * r[j] for r in an) for j in range(k)] for i in range(k)]
     aty = [sum(r[i] * yy for r, yy in zip(an, y, strict=True)) for i in range(k)]
     # Gaussian elimination with partial pivoting
-    m = [row[:] + [aty[i]] for i, row in enumerate(ata)]
+    m = [[*row, aty[i]] for i, row in enumerate(ata)]
     for c in range(k):
         piv = max(range(c, k), key=lambda r: abs(m[r][c]))
         m[c], m[piv] = m[piv], m[c]

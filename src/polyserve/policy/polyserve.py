@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from dataclasses import dataclass
 
 from polyserve.core.fleet import FleetState, Phase, RequestInfo, RoutingDecision, ScaleAction, ServerState
@@ -58,6 +59,7 @@ from polyserve.policy.cost import LinearCost, fit_cost
 class PolyServeOptions:
     promotion: bool = True
     promote_before_scale_up: bool = False  # the paper's literal ladder order (see route())
+    protect_host_tier: bool = False  # never promote into a tier whose own requests are pending
     gradient: bool = True
     wait_aware: bool = True
     dynamic_chunking: bool = True
@@ -68,19 +70,32 @@ class PolyServeOptions:
     scale_down_period_s: float = 1.0
     scale_down_hysteresis_s: float = 1.0
     min_servers_per_tier: int = 0
+    bank_fraction: float = 0.0  # share of a tier's TTFT slack, spread over its mean output, a decode may use
+    rebalance: bool = True  # move servers between tiers by measured demand when the idle pool is empty
+    rebalance_window_s: float = 30.0  # arrival-rate window of the demand estimate
+    rebalance_margin: float = 0.75  # servers a donor must have above, and a receiver below, its target
+    rebalance_reserve_s: float = 120.0  # how long a server freed by a rebalance is held for its receiver
 
 
 class PolyServeRouter:
     name = "polyserve"
     tiered = True
 
-    def __init__(self, rng: random.Random | None = None, options: PolyServeOptions | None = None, name: str = "") -> None:
+    def __init__(
+        self, rng: random.Random | None = None, options: PolyServeOptions | None = None, name: str = ""
+    ) -> None:
         self.o = options or PolyServeOptions()
         if name:
             self.name = name
         self._cost: LinearCost | None = None
         self._cost_model: object | None = None
         self._next_scale_down = 0.0
+        # demand estimate: first-routing times and prompt lengths per tier, over a sliding window
+        self._seen: dict[int, float] = {}
+        self._arrivals: list[deque[tuple[float, int]]] = []
+        self._draining: dict[int, int] = {}  # server being drained for rebalancing -> receiving tier
+        self._reserved: tuple[int, float] | None = None  # (tier, until): next idle server is for that tier
+        self.rebalances = 0
         self.scheduler_for = {
             "mixed": ("polyserve-dynamic", {}) if self.o.dynamic_chunking else ("fcfs", {}),
             "prefill": ("edf", {}),
@@ -100,6 +115,19 @@ class PolyServeRouter:
         return d
 
     # ---- helpers -------------------------------------------------------------------------------------------
+    def tier_budget(self, fleet: FleetState, tier: int) -> float:
+        """Seconds a decode iteration of a tier's server may take: its TPOT, plus (``bank_fraction``) the
+        slack its requests bank by a first token well before the TTFT deadline, spread over their mean
+        output (the deadline SLO is cumulative, so banked slack can pay for slower tokens later)."""
+        t = fleet.tiers[tier]
+        base = t.tpot_ms / 1e3
+        if self.o.bank_fraction <= 0:
+            return base
+        q = self._arrivals[tier] if self._arrivals else None
+        p = sum(x[1] for x in q) / len(q) if q else 1000.0
+        d = max(1.0, fleet.expected_output(tier))
+        return base + self.o.bank_fraction * t.ttft_slo_ms(int(p)) / 1e3 / d
+
     def cost(self, fleet: FleetState) -> LinearCost:
         if self._cost is None or self._cost_model is not fleet.model:
             self._cost = fit_cost(fleet.model, fleet.config.max_num_seqs, fleet.config.max_num_batched_tokens)
@@ -117,7 +145,8 @@ class PolyServeRouter:
         chunk = min(c.max_chunk(budget, n, kv), cfg.max_num_batched_tokens - n)
         if chunk < self.o.min_chunk:
             return math.inf
-        ahead = s.prefill_tokens if self.o.wait_aware else 0
+        # servers queue by TTFT deadline (EDF): prompts of looser tiers (later deadlines) wait behind this one
+        ahead = sum(s.prefill_by_tier[: req.tier + 1]) if self.o.wait_aware else 0
         iters = math.ceil((ahead + req.input_tokens) / chunk)
         return iters * max(host_tpot, c.iteration(n, kv, chunk))
 
@@ -207,6 +236,11 @@ class PolyServeRouter:
     # ---- the ladder ---------------------------------------------------------------------------------------
     def route(self, req: RequestInfo, fleet: FleetState, now: float, phase: Phase) -> RoutingDecision:
         tiers = fleet.tiers
+        if phase != "decode" and req.rid not in self._seen:
+            if not self._arrivals:
+                self._arrivals = [deque() for _ in tiers]
+            self._seen[req.rid] = now
+            self._arrivals[req.tier].append((now, req.input_tokens))
         lost = self._lost_cause(req, fleet, now, phase)
         if lost and self.o.shed:
             return RoutingDecision("shed", None, "TTFT deadline can no longer be met")
@@ -222,7 +256,7 @@ class PolyServeRouter:
             return RoutingDecision.wait("prefill pool full and no idle server")
         role = "mixed" if phase == "mixed" else "decode"
         t = req.tier
-        own_tpot = tiers[t].tpot_ms / 1e3
+        own_tpot = self.tier_budget(fleet, t)
         # (a) own tier
         sid = self._pick(fleet, t, role, req, own_tpot, now, phase, lost)
         if sid is not None:
@@ -235,10 +269,12 @@ class PolyServeRouter:
             sid = self._promote(fleet, req, role, now, phase, lost)
             if sid is not None:
                 return self._promoted(fleet, sid)
-        idle = self._idle(fleet, role, now)
+        idle = self._idle(fleet, role, now, t)
         if idle is not None:
             s = fleet.servers[idle]
             if self.feasible(s, req, fleet, own_tpot, now, phase, lost) or lost:
+                if self._reserved is not None and self._reserved[0] == t:
+                    self._reserved = None
                 return RoutingDecision.to(
                     idle, "scale up", (ScaleAction(idle, True, t, f"tier {tiers[t].name} full"),)
                 )
@@ -258,19 +294,24 @@ class PolyServeRouter:
     def _promote(
         self, fleet: FleetState, req: RequestInfo, role: str, now: float, phase: Phase, lost: bool
     ) -> int | None:
-        tiers = fleet.tiers
+        pending = fleet.pending_decode if phase == "decode" else fleet.pending
         for h in range(req.tier - 1, -1, -1):
-            sid = self._pick(fleet, h, role, req, tiers[h].tpot_ms / 1e3, now, phase, lost)
+            if pending[h] and self.o.protect_host_tier:
+                continue  # the host tier's own requests are waiting: its seats are theirs (ours)
+            sid = self._pick(fleet, h, role, req, self.tier_budget(fleet, h), now, phase, lost)
             if sid is not None:
                 return sid
         return None
 
-    @staticmethod
-    def _idle(fleet: FleetState, role: str, now: float) -> int | None:
-        for s in fleet.servers:
-            if not s.active and s.role == role:
-                return s.sid
-        return None
+    def _idle(self, fleet: FleetState, role: str, now: float, tier: int | None = None) -> int | None:
+        """An idle server of ``role``; the last one is kept for a tier a rebalance freed it for."""
+        idle = [s.sid for s in fleet.servers if not s.active and s.role == role]
+        if not idle:
+            return None
+        r = self._reserved
+        if r is not None and tier is not None and r[0] != tier and now < r[1] and len(idle) <= 1:
+            return None
+        return idle[0]
 
     # ---- scale-down ---------------------------------------------------------------------------------------
     def tick(self, fleet: FleetState, now: float) -> list[ScaleAction]:
@@ -293,6 +334,77 @@ class PolyServeRouter:
                 continue
             keep[key] -= 1
             out.append(ScaleAction(s.sid, False, None, "empty past the hysteresis"))
+        if self.o.rebalance:
+            out += self._rebalance(fleet, now)
+        return out
+
+    # ---- rebalancing (ours) ---------------------------------------------------------------------------------
+    def demand(self, fleet: FleetState, now: float, role: str) -> list[float]:
+        """Servers each tier needs now: its arrival rate over the window times the server-seconds one request
+        costs at the tier's TPOT (the optimal bound's ``1/mu_t`` with the learned prompt and output means)."""
+        tiers = fleet.tiers
+        if not self._arrivals:
+            return [0.0] * len(tiers)
+        w = self.o.rebalance_window_s
+        span = min(w, max(now, 1.0))
+        c = self.cost(fleet)
+        cap = fleet.config.kv_capacity_tokens * self.o.kv_headroom
+        out = []
+        for t, q in enumerate(self._arrivals):
+            while q and q[0][0] < now - w:
+                q.popleft()
+            if not q:
+                out.append(0.0)
+                continue
+            rate = len(q) / span
+            p = sum(x[1] for x in q) / len(q)
+            d = fleet.expected_output(t)
+            s = tiers[t].tpot_ms / 1e3 * self.o.tpot_headroom
+            work = c.b2 * d + c.b3 * (p + d / 2) * d + (c.b1 * p if role == "mixed" else 0.0)
+            mu = min((1 - c.b0 / s) / work if work > 0 and s > c.b0 else 0.0, cap / ((p + d / 2) * d * s))
+            out.append(rate / mu if mu > 0 else float(fleet.config.max_num_seqs))
+        for rid in [r for r, t0 in self._seen.items() if t0 < now - w]:
+            del self._seen[rid]
+        return out
+
+    def _rebalance(self, fleet: FleetState, now: float) -> list[ScaleAction]:
+        """With the idle pool empty, drain the tail server of the tier most above its demand so the tier
+        most below it can scale up (one move at a time; the gradient keeps the tail server lightly loaded)."""
+        for sid in [s for s in self._draining if not fleet.servers[s].active or not fleet.servers[s].draining]:
+            self._draining.pop(sid)
+        if self._draining or (self._reserved is not None and now < self._reserved[1]):
+            return []
+        out: list[ScaleAction] = []
+        for role in ("mixed", "decode"):
+            pool = [s for s in fleet.servers if s.role == role]
+            if not pool or any(not s.active for s in pool):
+                continue
+            need = self.demand(fleet, now, role)
+            total = sum(need)
+            if total <= 0:
+                continue
+            n = len(pool)
+            target = [x * n / total for x in need] if total > n else need
+            alloc = [0] * len(fleet.tiers)
+            for s in pool:
+                if s.active and not s.draining and s.tier is not None:
+                    alloc[s.tier] += 1
+            gaps = [target[t] - alloc[t] for t in range(len(alloc))]
+            recv = max(range(len(gaps)), key=lambda t: gaps[t])
+            donor = min(range(len(gaps)), key=lambda t: gaps[t])
+            m = self.o.rebalance_margin
+            if gaps[recv] < m or -gaps[donor] < m or alloc[donor] <= max(1, self.o.min_servers_per_tier):
+                continue
+            idx = fleet.index(donor, role)  # type: ignore[arg-type]
+            tail = next((sid for sid in idx.ascending() if not fleet.servers[sid].draining), None)
+            if tail is None:
+                continue
+            self._draining[tail] = recv
+            # the server this frees is the receiver's (until it takes it, or for a few minutes at most)
+            self._reserved = (recv, now + self.o.rebalance_reserve_s)
+            self.rebalances += 1
+            out.append(ScaleAction(tail, False, None, f"rebalance: tier {fleet.tiers[donor].name} -> "
+                                   f"{fleet.tiers[recv].name} (demand {need[donor]:.1f} / {need[recv]:.1f})"))
         return out
 
 

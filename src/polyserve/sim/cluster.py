@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -51,6 +52,7 @@ class RunStats:
     busy_ns: int = 0
     peak_kv_fraction: float = 0.0
     stopped_at_horizon: bool = False
+    stalled: bool = False  # ended by the stall guard: requests pending that no router decision could place
     servers_timeline: list[tuple[float, list[int], int]] = field(
         default_factory=list
     )  # (t_s, per tier, shared)
@@ -127,6 +129,8 @@ class Simulation:
         self._live: dict[int, SimRequest] = {}
         self._next_arrival = 0
         self._tick_scheduled = False
+        self._idle_ticks = 0  # consecutive ticks with requests pending and nothing else left to happen
+        self._lost: dict[str, deque[RequestInfo]] = {"mixed": deque(), "prefill": deque(), "decode": deque()}
         self._active_since = 0
         self._active_count = 0
         self._phase_mixed = config.mode == "colocated"
@@ -359,57 +363,49 @@ class Simulation:
 
     def _pending_any(self) -> bool:
         f = self.fleet
-        return any(f.pending) or any(f.pending_decode)
+        return any(f.pending) or any(f.pending_decode) or any(self._lost.values())
 
     def _retry_pending(self, t: int) -> None:
-        """Re-route pending requests, tightest tier first, oldest first.
+        """Re-route pending requests: attainable ones first, tightest tier first, oldest first.
 
-        Pass 1 tries the requests that can still be attained, stopping a tier at its first refusal. Pass 2
-        tries lost causes (the router's ``is_lost``: TTFT can no longer be met), and only when no attainable
-        request is left waiting in that phase: a late request must not take capacity from one that can still
-        make it (else overload snowballs: everyone queued behind lost causes becomes a lost cause).
+        Lost causes (the router's ``is_lost``: the TTFT can no longer be met) are moved off the tier queues
+        as they reach the head, and are counted as violations at once (their fate is sealed). They are retried
+        only when no attainable request is left waiting in that phase: a late request must not take capacity
+        from one that can still make it (else overload snowballs: everyone queued behind lost causes becomes
+        one). Each retry looks at the heads only, so it costs O(tiers) however long the queues grow.
         """
         f = self.fleet
         now = t / NS
         lost_fn = getattr(self.router, "is_lost", None)
         main_phase = "mixed" if self._phase_mixed else "prefill"
         for phase, queues in (("decode", f.pending_decode), (main_phase, f.pending)):
-            fresh_left = False
-            lost_any = False
+            lost_q = self._lost[phase]
             for q in queues:
-                if not q:
-                    continue
-                items = list(q)
-                q.clear()
-                blocked = False
-                for info in items:
+                while q:
+                    info = q[0]
                     req = self._live.get(info.rid)
                     if req is None:
+                        q.popleft()
                         continue
                     if lost_fn is not None and lost_fn(info, f, now, phase):
-                        q.append(info)
-                        lost_any = True
-                    elif blocked:
-                        q.append(info)
-                        fresh_left = True
-                    elif not self._route(req, t, phase, queued=True):
-                        q.append(info)
-                        blocked = fresh_left = True
-            if not lost_any or fresh_left:
-                continue
-            for q in queues:
-                if not q:
-                    continue
-                items = list(q)
-                q.clear()
-                blocked = False
-                for info in items:
+                        q.popleft()
+                        lost_q.append(info)
+                        self._count_violation(req)
+                        continue
+                    q.popleft()
+                    if not self._route(req, t, phase, queued=True):
+                        q.appendleft(info)
+                        break
+            if lost_q and not any(queues):
+                while lost_q:
+                    info = lost_q[0]
                     req = self._live.get(info.rid)
+                    lost_q.popleft()
                     if req is None:
                         continue
-                    if blocked or not self._route(req, t, phase, queued=True):
-                        q.append(info)
-                        blocked = True
+                    if not self._route(req, t, phase, queued=True):
+                        lost_q.appendleft(info)
+                        break
 
     def _tick(self, t: int) -> None:
         now = t / NS
@@ -421,7 +417,18 @@ class Simulation:
             for a in tick_fn(self.fleet, now):
                 self._apply_scale(a, t)
         if self._pending_any():
+            before = self.stats.decisions.get("dispatch", 0)
             self._retry_pending(t)
+            # stall guard: no event is left but this tick and no tick places anything (say, a tier with no
+            # server at all): the state can no longer change, so the run ends and the requests still
+            # pending are reported unfinished instead of ticking forever
+            if not self._heap and self.stats.decisions.get("dispatch", 0) == before:
+                self._idle_ticks += 1
+                if self._idle_ticks >= self.config.stall_ticks:
+                    self.stats.stalled = True
+                    return
+            else:
+                self._idle_ticks = 0
         if (
             self._pending_any()
             or (self.autoscaler is not None and (self._live or self._next_arrival < self._n))
@@ -497,6 +504,10 @@ class Simulation:
             self._count_violation(req)
 
     def _count_violation(self, req: SimRequest) -> None:
+        """Count a certain SLO miss of a measured request once (for the early stop of goodput probes)."""
+        if req.counted:
+            return
+        req.counted = True
         win = self._win
         if win is None or not (win[0] <= req.arrival < win[1]):
             return

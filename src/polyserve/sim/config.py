@@ -29,6 +29,7 @@ class SimConfig:
     max_num_seqs: int = 256  # vLLM default
     max_num_batched_tokens: int = 8192  # vLLM V1 default on H100/H200 for the OpenAI server
     tick_s: float = 1.0  # period of the router/autoscaler tick (only runs while something is pending/scaled)
+    stall_ticks: int = 600  # ticks in a row with nothing but pending requests left before the run gives up
     horizon_s: float | None = None  # hard stop; requests unfinished then count as not attained
     fast: bool = True  # plan runs of identical decode iterations at once (exactly equal results)
     output_len_prior: float = 256.0  # expected output length before a tier has a finished request
@@ -49,6 +50,8 @@ class SimConfig:
                 raise ConfigError(f"{name} must be a finite number > 0, got {v}")
         if not (math.isfinite(self.cold_start_s) and self.cold_start_s >= 0):
             raise ConfigError(f"--cold-start must be >= 0 s, got {self.cold_start_s}")
+        if self.stall_ticks < 1:
+            raise ConfigError(f"stall_ticks must be >= 1, got {self.stall_ticks}")
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
             raise ConfigError("max_num_seqs and max_num_batched_tokens must be >= 1")
         if self.horizon_s is not None and not self.horizon_s > 0:

@@ -21,6 +21,7 @@ class SimRequest:
         "K",
         "arrival",
         "c0",
+        "counted",
         "finish_time",
         "first_token_time",
         "g0",
@@ -79,6 +80,7 @@ class SimRequest:
         self.preemptions = 0
         self.instances: list[int] = []
         self.info: RequestInfo | None = None
+        self.counted = False  # its SLO miss was counted for early stopping
 
     def deadline(self, k: int) -> int:
         """Deadline (ns) of output token ``k``, 1-based."""
