@@ -1,0 +1,180 @@
+"""``polyserve compare`` and ``polyserve demo`` command-line faces (wired into ``polyserve.cli``)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from polyserve.cli import (
+    ColdStart,
+    Gpu,
+    GpuMemUtil,
+    Instances,
+    KvLink,
+    LatCoef,
+    LatModel,
+    LatProfile,
+    MaxSeqs,
+    MaxTokens,
+    Model,
+    PrefillFraction,
+    Quiet,
+    Seed,
+    Tiers,
+    TierWeights,
+    Tp,
+    Trace,
+    TraceFormat,
+    _fail,
+    _weights,
+    console,
+    err,
+)
+from polyserve.core.errors import PolyServeError
+
+
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise PolyServeError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise PolyServeError(f"{flag}: expected comma-separated integers, got {text!r}") from None
+
+
+def _pct(x: object) -> str:
+    return "-" if x is None else f"{x:.1%}"  # type: ignore[str-format]
+
+
+def _num(x: object, nd: int = 1) -> str:
+    return "-" if x is None else f"{x:.{nd}f}"  # type: ignore[str-format]
+
+
+def print_rows(rows: list[dict], title: str) -> None:
+    t = Table(title=title, title_justify="left")
+    tiers = sorted({k for r in rows for k in (r.get("attainment_by_tier") or {})},
+                   key=lambda n: [int(c) if c.isdigit() else c for c in n.replace("t", " ").split()])
+    cols = ["policy", "mode", "goodput", "all tiers", "% optimal", *[f"att {x}" for x in tiers],
+            "autoscaled att/inst-s", "scale acts", "TTFT p50/p99", "TPOT p50/p99"]
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("policy", "mode") else "right")
+    for r in rows:
+        if r.get("na"):
+            t.add_row(r["policy"], r["mode"], *(["n/a"] * (len(cols) - 2)))
+            continue
+        ab = r.get("attainment_by_tier") or {}
+        name = r["policy"] + (f" ({r['token_budget']})" if r.get("token_budget") else "")
+        t.add_row(
+            name, r["mode"], _num(r["goodput_rps"]), _num(r["goodput_rps_all_tiers"]), _pct(r["goodput_fraction"]),
+            *[_pct(ab.get(x)) for x in tiers], _num(r["autoscaled_goodput_per_instance_s"], 3),
+            str(r["scaling_actions"] if r["scaling_actions"] is not None else "-"),
+            f"{_num(r['ttft_p50_ms'], 0)}/{_num(r['ttft_p99_ms'], 0)}",
+            f"{_num(r['tpot_p50_ms'])}/{_num(r['tpot_p99_ms'])}",
+        )
+    console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def compare(
+        trace: Trace = None, trace_format: TraceFormat = None, tiers: Tiers = None, tier_weights: TierWeights = None,
+        instances: Instances = 32, prefill_fraction: PrefillFraction = 0.25, kv_link_gbps: KvLink = 400.0,
+        cold_start: ColdStart = 0.0, model: Model = "llama-3.1-8b", gpu: Gpu = "h100", tp: Tp = 1,
+        latency_model: LatModel = "auto", latency_coefficients: LatCoef = None, latency_profile: LatProfile = None,
+        max_num_seqs: MaxSeqs = 256, max_num_batched_tokens: MaxTokens = None, gpu_memory_utilization: GpuMemUtil = 0.9,
+        seed: Seed = 0, quiet: Quiet = False,
+        policies: Annotated[str | None, typer.Option("--policies", help="Comma-separated registry names (default: PolyServe, the paper's and the stronger baselines, the ablations)")] = None,
+        modes: Annotated[str, typer.Option("--modes", help="colocated,disaggregated")] = "colocated,disaggregated",
+        out: Annotated[Path, typer.Option("--out", help="Output directory (created; may exist)", file_okay=False)] = Path("runs/compare"),
+        target: Annotated[float, typer.Option("--target", help="Attainment threshold of goodput")] = 0.9,
+        duration: Annotated[float, typer.Option("--duration", help="Simulated seconds of arrivals per goodput probe")] = 600.0,
+        warmup: Annotated[float, typer.Option("--warmup", help="Seconds excluded at the start of each probe")] = 60.0,
+        rel_tol: Annotated[float, typer.Option("--rel-tol", help="Goodput bisection tolerance (relative)")] = 0.02,
+        co_chunk_budgets: Annotated[str, typer.Option("--co-chunk-budgets", help="Static token budgets swept for co-chunk")] = "256,512,1024,2048,4096,8192",
+        sensitivity_model: Annotated[str, typer.Option("--sensitivity-model", help="Second latency model for the sensitivity table ('none' to skip)")] = "roofline",
+        autoscale_rate: Annotated[float | None, typer.Option("--autoscale-rate", help="req/s of the autoscaled trace replay (default 0.6 x the optimal bound)")] = None,
+        rate_sweep: Annotated[str, typer.Option("--rate-sweep", help="Fractions of the optimal bound for the attainment-vs-rate sweep ('' to skip)")] = "0.6,0.8,0.9,1.0,1.1,1.2",
+        fleet_sizes: Annotated[str, typer.Option("--fleet-sizes", help="Fleet sizes for goodput per instance ('' to skip)")] = "8,16,32,64",
+        jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel processes (0 = all cores)")] = 0,
+    ) -> None:
+        """Goodput of policies x modes on one workload and fleet: table, CSV/JSON and PNG plots in --out."""
+        try:
+            from polyserve.compare import DEFAULT_POLICIES, CompareSettings, Context, write_outputs
+            from polyserve.data import AZURE_CONV
+            from polyserve.goodput import GoodputSettings
+            from polyserve.runner import FleetSpec, build_model
+            from polyserve.sim.config import SimConfig, default_max_num_batched_tokens
+
+            w = _weights(tier_weights)
+            fleet = FleetSpec(model=model, gpu=gpu, tp=tp, latency_model=latency_model,
+                              latency_coefficients=str(latency_coefficients) if latency_coefficients else None,
+                              latency_profile=str(latency_profile) if latency_profile else None,
+                              gpu_memory_utilization=gpu_memory_utilization)
+            build_model(fleet)  # fail early
+            sim = SimConfig(instances=instances, prefill_fraction=prefill_fraction, kv_link_gbps=kv_link_gbps,
+                            cold_start_s=cold_start, max_num_seqs=max_num_seqs,
+                            max_num_batched_tokens=max_num_batched_tokens or default_max_num_batched_tokens(gpu))
+            gs = GoodputSettings(target=target, duration_s=duration, warmup_s=warmup, rel_tol=rel_tol)
+            ctx = Context(str(trace or AZURE_CONV), trace_format, str(tiers) if tiers else None, w, fleet, sim, seed, gs)
+            pols = tuple(p.strip() for p in policies.split(",") if p.strip()) if policies else DEFAULT_POLICIES
+            st = CompareSettings(
+                policies=pols, modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
+                co_chunk_budgets=_ints(co_chunk_budgets, "--co-chunk-budgets"),
+                sensitivity_model=None if sensitivity_model.lower() == "none" else sensitivity_model,
+                sensitivity_policies=tuple(p for p in ("polyserve", "random", "minimal", "co-chunk") if p in pols),
+                autoscale_rate=autoscale_rate, rate_sweep=_floats(rate_sweep, "--rate-sweep"),
+                fleet_sizes=_ints(fleet_sizes, "--fleet-sizes"), jobs=jobs,
+            )
+            t0 = time.perf_counter()
+            res = _run_with_progress(ctx, st, quiet)
+            files = write_outputs(out, ctx, st, res)
+        except PolyServeError as e:
+            _fail(e)
+            return
+        if not quiet:
+            print_rows(res.rows, f"goodput (req/s) at >= {target:.0%} attainment, {instances} x {model}/{gpu}, "
+                       f"headline latency model")
+            if res.sensitivity:
+                print_rows(res.sensitivity, f"sensitivity: the same under the {st.sensitivity_model} model")
+            for m, h in res.summary.items():
+                if isinstance(h, dict):
+                    console.print(
+                        f"{m}: PolyServe {_num(h.get('polyserve_goodput_rps'))} req/s "
+                        f"({_pct(h.get('goodput_fraction_of_optimal'))} of optimal); "
+                        f"x{_num(h.get('ratio_vs_best_paper'), 3)} vs best paper baseline "
+                        f"({h.get('best_paper_baseline')}), x{_num(h.get('ratio_vs_best_stronger'), 3)} vs best "
+                        f"stronger ({h.get('best_stronger_baseline')}); every-tier goodput "
+                        f"x{_num(h.get('ratio_all_tiers_vs_best_paper'), 3)} / "
+                        f"x{_num(h.get('ratio_all_tiers_vs_best_stronger'), 3)}", highlight=False)
+            console.print(f"{time.perf_counter() - t0:.0f} s wall; wrote " + ", ".join(str(p) for p in files),
+                          highlight=False)
+
+
+def _run_with_progress(ctx, st, quiet: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from polyserve.compare import run_compare
+
+    if quiet or not sys.stderr.isatty():
+        def log(i: int, n: int, what: str) -> None:
+            if not quiet:
+                err.print(f"[{i}/{n}] {what}", highlight=False)
+        return run_compare(ctx, st, progress=log)
+    with Progress(TextColumn("compare"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=err, transient=True) as prog:
+        task = prog.add_task("", total=None)
+
+        def cb(i: int, n: int, what: str) -> None:
+            prog.update(task, completed=i, total=n, description=what)
+
+        return run_compare(ctx, st, progress=cb)
