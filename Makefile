@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean bench
+.PHONY: demo test lint venv clean bench compare
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+
+# the full comparison behind README "Results" (about an hour on 2 cores)
+compare: $(STAMP)
+	$(BIN)/polyserve compare --out runs/compare $(COMPARE_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sim_speed.py

@@ -30,7 +30,8 @@ app = typer.Typer(
 profile_app = typer.Typer(help="Latency profiles: fit linear coefficients from measured iterations.", no_args_is_help=True)
 app.add_typer(profile_app, name="profile")
 
-console = Console()
+# a pipe or a file gets wide tables (rich would otherwise squash them to 80 columns)
+console = Console() if sys.stdout.isatty() else Console(width=200)
 err = Console(stderr=True)
 
 # ---- shared options ----------------------------------------------------------------------------------------
