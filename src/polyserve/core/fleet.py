@@ -140,14 +140,15 @@ class LoadIndex:
 
     def __init__(self, cap: int) -> None:
         self.cap = cap  # servers with more requests share the last bucket
-        self.buckets: list[dict[int, None]] = [{} for _ in range(cap + 2)]
+        # values: the server's request count (read only in the overflow bucket, to honour ``below``)
+        self.buckets: list[dict[int, int]] = [{} for _ in range(cap + 2)]
         self.size = 0
 
     def _b(self, n: int) -> int:
         return n if n <= self.cap else self.cap + 1
 
     def add(self, sid: int, n: int) -> None:
-        self.buckets[self._b(n)][sid] = None
+        self.buckets[self._b(n)][sid] = n
         self.size += 1
 
     def remove(self, sid: int, n: int) -> None:
@@ -158,14 +159,18 @@ class LoadIndex:
         bo, bn = self._b(old), self._b(new)
         if bo != bn:
             del self.buckets[bo][sid]
-            self.buckets[bn][sid] = None
+        self.buckets[bn][sid] = new
 
     def descending(self, below: int | None = None) -> Iterator[int]:
         """Server ids from the most loaded down; ``below``: only servers with fewer requests than that."""
         top = len(self.buckets) - 1 if below is None else min(self._b(below - 1), len(self.buckets) - 1)
         buckets = self.buckets
         for b in range(top, -1, -1):
-            if buckets[b]:
+            if not buckets[b]:
+                continue
+            if b > self.cap and below is not None:  # the overflow bucket mixes counts: filter them
+                yield from [sid for sid, n in buckets[b].items() if n < below]
+            else:
                 yield from list(buckets[b])
 
     def ascending(self) -> Iterator[int]:

@@ -38,8 +38,12 @@ class TargetConcurrencyAutoscaler:
     def __post_init__(self) -> None:
         if self.target is not None and not self.target > 0:
             raise ConfigError(f"autoscaler target must be > 0, got {self.target}")
-        if self.upscale_delay_s < 0 or self.downscale_delay_s < 0 or self.min_servers < 1:
-            raise ConfigError("autoscaler delays must be >= 0 and min_servers >= 1")
+        for name in ("upscale_delay_s", "downscale_delay_s", "target_fraction"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"autoscaler {name} must be a finite number >= 0, got {v}")
+        if self.min_servers < 1:
+            raise ConfigError(f"autoscaler min_servers must be >= 1, got {self.min_servers}")
 
     def describe(self) -> dict[str, object]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -57,12 +61,15 @@ class TargetConcurrencyAutoscaler:
 
     def decide(self, fleet: FleetState, now: float) -> list[ScaleAction]:
         target = self.resolved_target(fleet)
-        pending = fleet.num_pending()
+        # a role's backlog is its own pending queue: prefill/co-located requests wait in ``pending``, decodes
+        # waiting for a decode server in ``pending_decode``
+        waiting = {"decode": sum(len(q) for q in fleet.pending_decode)}
+        waiting["mixed"] = waiting["prefill"] = sum(len(q) for q in fleet.pending)
         out: list[ScaleAction] = []
         for role in sorted({s.role for s in fleet.servers}):
             pool = [s for s in fleet.servers if s.role == role]
             active = [s for s in pool if s.active and not s.draining]
-            ongoing = sum(s.num_requests for s in active) + (pending if role != "decode" else 0)
+            ongoing = sum(s.num_requests for s in active) + waiting[role]
             desired = max(self.min_servers, min(len(pool), math.ceil(ongoing / target)))
             cur = len(active)
             if desired > cur:

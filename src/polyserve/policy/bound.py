@@ -18,6 +18,7 @@ up to 1/0.9.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from polyserve.core.errors import ConfigError
@@ -34,6 +35,16 @@ class BoundInputs:
     c_decode: float  # s per decode token
     tiers: tuple[tuple[float, float], ...]  # (TPOT seconds, mix fraction)
 
+    def __post_init__(self) -> None:
+        """Why: a NaN or negative cost would give a bound that is silently wrong (NaN, 0, or too high)."""
+        for name in ("mean_prompt", "mean_output", "kv_capacity", "t0", "c_prefill", "c_decode"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"bound input {name} must be a finite number >= 0, got {v}")
+        for i, (tpot, f) in enumerate(self.tiers):
+            if not (math.isfinite(tpot) and tpot > 0) or not (math.isfinite(f) and f >= 0):
+                raise ConfigError(f"bound tier {i}: TPOT must be > 0 s and the mix weight >= 0, got ({tpot}, {f})")
+
 
 def tier_rate(b: BoundInputs, tpot: float, disaggregated: bool = False) -> float:
     """``mu_t``: requests per second one instance can serve for a tier of TPOT ``tpot``."""
@@ -47,7 +58,9 @@ def tier_rate(b: BoundInputs, tpot: float, disaggregated: bool = False) -> float
 
 
 def optimal_rate(b: BoundInputs, mode: str = "colocated") -> float:
-    """The fleet's goodput bound in requests per second."""
+    """The fleet's goodput bound in requests per second (``mode``: colocated or disaggregated)."""
+    if mode not in ("colocated", "disaggregated"):
+        raise ConfigError(f"bound mode must be colocated or disaggregated, got {mode!r}")
     if b.instances < 1 or b.mean_prompt <= 0 or b.mean_output <= 0:
         raise ConfigError("bound needs >= 1 instance and positive mean prompt and output lengths")
     total = sum(f for _, f in b.tiers)

@@ -12,6 +12,7 @@ is found by inverting a linear cost surrogate of the latency model (exact for th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -34,6 +35,8 @@ class DynamicChunkScheduler:
             self._cost = fit_cost(model, max_chunk=batch.max_num_batched_tokens)  # type: ignore[arg-type]
             self._model = model
         cap = (self.token_budget or batch.max_num_batched_tokens) - batch.num_decode
+        if not math.isfinite(batch.min_next_deadline):  # no deadline to protect: the static cap applies
+            return max(0, cap)
         time_budget = (batch.min_next_deadline - now) * (1.0 - self.guard)
         chunk = self._cost.max_chunk(time_budget, batch.num_decode, batch.kv_decode_tokens)
         return max(0, min(cap, chunk))

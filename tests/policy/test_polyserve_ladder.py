@@ -1,0 +1,232 @@
+"""PolyServe's decision ladder (design note §2), one named test per step, on tiny hand-built fleets.
+
+Numbers (helpers: Llama-3.1-8B on H100, BLIS linear model b0 = 6.472 ms, b1 = 19.80 us/prefill token,
+b2 = 304.4 us/decode sequence, b3 = 0; default tiers t20/t30/t50/t100, TTFT = base + 0.1 ms/prompt token).
+A tier-t20 request with a 1000-token prompt, arriving at 0 and routed at 0, has TTFT deadline 0.6 s. On a
+server with L decoding requests (n = L + 1 with it), the router's check (TPOT headroom 0.95 -> 19 ms budget):
+- decode step b0 + b2*n <= 19 ms -> n <= 41;
+- prefill chunk = floor((19 ms - b0 - b2*n) / b1), one 20 ms iteration each: ceil(1000/chunk) * 20 ms <= 0.6 s
+  needs chunk >= 34. n = 38: chunk 48 (OK); n = 39: chunk 33 -> 31 iterations = 0.62 s (too late).
+So L = 37 is the most loaded t20 server that can still take it, and L = 38 cannot.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from polyserve.core.fleet import RoutingDecision, ScaleAction
+from polyserve.policy.polyserve import PolyServeOptions, PolyServeRouter
+
+from .helpers import activate, fleet, load, req, tiers
+
+T20, T30, T50, T100 = range(4)
+FULL_T20 = 38  # decoding requests on a t20 server that leave no room for a 1000-token t20 request
+FULL_T30 = 70  # same for t30 (its boundary is 69 by the same arithmetic at 28.5 ms, TTFT 1.1 s)
+
+
+def router(**opts) -> PolyServeRouter:
+    return PolyServeRouter(random.Random(0), PolyServeOptions(**opts))
+
+
+def build(n: int, layout: dict[int, tuple[int, int]]):
+    """A fleet of ``n`` mixed servers; ``layout``: sid -> (owning tier, decoding requests of that tier)."""
+    f = fleet(n)
+    for sid, (tier, k) in layout.items():
+        activate(f, sid, tier)
+        load(f, sid, k, tier=tier)
+    return f
+
+
+# ---- (a) own tier, most loaded feasible server --------------------------------------------------------------
+def test_a_own_tier_picks_the_most_loaded_server_that_can_still_meet_the_slo():
+    """Gradient: among t20 servers with 2, 10 and 38 requests, the 38-request one is full, so the 10 gets it."""
+    f = build(5, {0: (T20, 2), 1: (T20, 10), 2: (T20, FULL_T20), 3: (T30, 20)})
+    d = router().route(req(1, T20), f, 0.0, "mixed")
+    assert d == RoutingDecision("dispatch", 1, "own tier", (), False)
+
+
+def test_a_own_tier_boundary_37_fits_38_does_not():
+    """The hand-computed boundary: a t20 server with 37 requests is chosen over one with 5; 38 is skipped."""
+    f = build(4, {0: (T20, 5), 1: (T20, 37), 2: (T20, FULL_T20)})
+    d = router().route(req(1, T20), f, 0.0, "mixed")
+    assert (d.action, d.server, d.promoted) == ("dispatch", 1, False)
+
+
+@pytest.mark.parametrize("literal_order", [False, True])
+def test_a_own_tier_never_uses_another_tiers_server_when_its_own_has_room(literal_order):
+    """A looser t30 request stays on its own lightly loaded server although a t20 server is more loaded."""
+    f = build(3, {0: (T20, 30), 1: (T30, 1)})
+    d = router(promote_before_scale_up=literal_order).route(req(1, T30), f, 0.0, "mixed")
+    assert (d.action, d.server, d.promoted, d.reason) == ("dispatch", 1, False, "own tier")
+
+
+# ---- (b) lazy promotion ------------------------------------------------------------------------------------
+def test_b_promotion_when_own_tier_full_and_no_idle_server():
+    """t30 request, own tier full, idle pool empty: promoted to the t20 server, flagged and explained."""
+    f = build(2, {0: (T20, 5), 1: (T30, FULL_T30)})
+    d = router().route(req(1, T30), f, 0.0, "mixed")
+    assert d == RoutingDecision("dispatch", 0, "promoted to tier t20", (), True)
+
+
+def test_b_promotion_is_judged_against_the_host_tiers_tpot():
+    """A t20 server with 50 requests could serve a t30 request at 30 ms (22 ms steps) but not at the host's 20 ms.
+
+    The other t20 server (5 requests) is the only valid host, although the gradient would prefer the 50.
+    """
+    r = router()
+    f = build(3, {0: (T20, 50), 1: (T20, 5), 2: (T30, FULL_T30)})
+    assert r.feasible(f.servers[0], req(1, T30), f, 0.030, 0.0, "mixed")  # fits at the request's own TPOT...
+    assert not r.feasible(f.servers[0], req(1, T30), f, 0.020, 0.0, "mixed")  # ...not at the host's
+    d = r.route(req(1, T30), f, 0.0, "mixed")
+    assert (d.action, d.server, d.promoted) == ("dispatch", 1, True)
+
+
+def test_b_promotion_tries_the_nearest_tighter_tier_first():
+    """A t100 request whose tier is full goes to a t50 server before a (more loaded) t20 one."""
+    f = build(3, {0: (T20, 20), 1: (T50, 3), 2: (T100, 256)})  # 256 = max_num_seqs: full
+    d = router().route(req(1, T100), f, 0.0, "mixed")
+    assert (d.action, d.server, d.promoted, d.reason) == ("dispatch", 1, True, "promoted to tier t50")
+
+
+def test_b_no_promotion_to_a_looser_tier():
+    """A t20 request never lands on a t30 server, however empty: with no t20 room and no idle server it waits."""
+    f = build(2, {0: (T20, FULL_T20), 1: (T30, 0)})
+    d = router().route(req(1, T20), f, 0.0, "mixed")
+    assert d == RoutingDecision.wait("no server can meet the deadlines")
+
+
+def test_b_promotion_is_lazy_scale_up_comes_first_by_default():
+    """Own tier full, a t20 server with room and an idle server: the default ladder scales up instead of promoting."""
+    f = build(3, {0: (T20, 5), 1: (T30, FULL_T30)})
+    d = router().route(req(1, T30), f, 0.0, "mixed")
+    assert d.promoted is False
+    assert (d.action, d.server, d.reason) == ("dispatch", 2, "scale up")
+    assert d.scale == (ScaleAction(2, True, T30, "tier t30 full"),)
+
+
+def test_b_literal_paper_order_promotes_before_scaling_up():
+    """``promote_before_scale_up=True`` (the paper's order): same fleet, the t20 server is used, no scale action."""
+    f = build(3, {0: (T20, 5), 1: (T30, FULL_T30)})
+    d = router(promote_before_scale_up=True).route(req(1, T30), f, 0.0, "mixed")
+    assert d == RoutingDecision("dispatch", 0, "promoted to tier t20", (), True)
+
+
+# ---- (c) scale up ------------------------------------------------------------------------------------------
+def test_c_scale_up_from_the_idle_pool_when_nothing_fits():
+    """t20 full, nothing tighter, servers 1 and 2 idle: the first idle server joins t20 and takes the request."""
+    f = build(3, {0: (T20, FULL_T20)})
+    d = router().route(req(1, T20), f, 0.0, "mixed")
+    assert d == RoutingDecision("dispatch", 1, "scale up", (ScaleAction(1, True, T20, "tier t20 full"),), False)
+
+
+def test_c_scale_up_for_a_tier_with_no_server_at_all():
+    """The very first request of a tier on an all-idle fleet scales a server into that tier."""
+    f = fleet(2)
+    d = router().route(req(1, T50), f, 0.0, "mixed")
+    assert d.action == "dispatch" and d.server == 0
+    assert d.scale == (ScaleAction(0, True, T50, "tier t50 full"),)
+
+
+# ---- (d) pending, shedding -----------------------------------------------------------------------------------
+def test_d_pending_when_no_idle_server_and_nothing_fits():
+    """Every server active and full for t20 (and nothing tighter to promote to): the request waits, with a reason."""
+    f = build(2, {0: (T20, FULL_T20), 1: (T20, 60)})
+    d = router().route(req(1, T20), f, 0.0, "mixed")
+    assert d == RoutingDecision("pending", None, "no server can meet the deadlines")
+
+
+def test_d_shed_with_reason_once_ttft_cannot_be_met():
+    """Shedding on: at 0.58 s even an idle server needs 26.3 ms of prefill, past the 0.6 s deadline: shed."""
+    f = build(2, {0: (T20, 1)})
+    d = router(shed=True).route(req(1, T20), f, 0.58, "mixed")
+    assert d == RoutingDecision("shed", None, "TTFT deadline can no longer be met")
+
+
+def test_d_no_shed_while_the_ttft_can_still_be_met():
+    """Shedding on, but at 0.57 s the best-case first token (0.596 s) is still in time: not shed."""
+    f = build(2, {0: (T20, 1)})
+    d = router(shed=True).route(req(1, T20), f, 0.57, "mixed")
+    assert d.action != "shed"
+
+
+def test_d_shedding_disabled_keeps_lost_causes_and_places_them_where_batch_room_is():
+    """Shedding off (default): a lost cause is never shed; it is placed on a server with batch room."""
+    f = build(2, {0: (T20, 1)})
+    d = router().route(req(1, T20), f, 5.0, "mixed")
+    assert (d.action, d.server) == ("dispatch", 0)
+    full = build(1, {0: (T20, 60)})
+    d = router().route(req(1, T20), full, 5.0, "mixed")
+    assert d == RoutingDecision.wait("lost cause: waiting for batch room")
+
+
+# ---- requests tighter than every tier -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "tpot_ms,expected",
+    [(20, T20), (25, T20), (30, T30), (40, T30), (50, T50), (99.9, T50), (100, T100), (5000, T100), (19.9, None)],
+)
+def test_numeric_tpot_maps_to_the_loosest_tier_at_most_that_tight(tpot_ms, expected):
+    """``TierSet.index_for_tpot``: the loosest tier whose TPOT <= the asked TPOT; None when tighter than all."""
+    assert tiers().index_for_tpot(tpot_ms) == expected
+
+
+def test_numeric_tpot_tighter_than_every_tier_is_refused_with_the_reason():
+    """The live face maps numeric SLOs (``gateway/slo.py`` ``resolve_slo``): 40 ms -> t30, keeping the client's
+    40 ms; 10 ms is refused with a 400 that names the tightest tier."""
+    slo = pytest.importorskip("polyserve.gateway.slo")
+    from polyserve.gateway.errors import GatewayError
+
+    ts = tiers()
+    got = slo.resolve_slo({"x-slo-tpot-ms": "40"}, ts, default_tier=T100)
+    assert (got.tier, got.tpot_ms, got.ttft_ms) == (T30, 40.0, None)
+    with pytest.raises(GatewayError) as e:
+        slo.resolve_slo({"x-slo-tpot-ms": "10"}, ts, default_tier=T100)
+    assert e.value.status == 400
+    assert e.value.message == "header x-slo-tpot-ms: 10 ms is tighter than every tier; the tightest is t20 (20 ms)"
+
+
+# ---- scale-down -----------------------------------------------------------------------------------------------
+def _drained_fleet():
+    """t20 servers 0 (busy, 3 requests), 1 (its only request finished at 5.0 s), 2 (empty since 0), 3 idle."""
+    f = build(4, {0: (T20, 3), 1: (T20, 1), 2: (T20, 0)})
+    rid = next(rid for rid, e in f.entries.items() if e.server == 1)
+    f.on_finish(rid, 5.0, 100)
+    return f
+
+
+def test_scale_down_releases_an_empty_server_only_after_the_hysteresis():
+    """At 5.5 s (hysteresis 1 s): server 2 (empty 5.5 s) goes back to the idle pool; 1 (empty 0.5 s) stays."""
+    f = _drained_fleet()
+    r = router(scale_down_hysteresis_s=1.0, scale_down_period_s=1.0, rebalance=False)
+    assert r.tick(f, 5.5) == [ScaleAction(2, False, None, "empty past the hysteresis")]
+
+
+def test_scale_down_waits_for_its_period_then_releases_the_next_empty_server():
+    """Period 1 s: a tick at 6.0 s does nothing; at 6.5 s server 1 (empty 1.5 s) is released; 0 never (busy)."""
+    f = _drained_fleet()
+    r = router(scale_down_hysteresis_s=1.0, scale_down_period_s=1.0, rebalance=False)
+    for a in r.tick(f, 5.5):
+        f.apply_scale(a, 5.5)
+    assert r.tick(f, 6.0) == []
+    assert r.tick(f, 6.5) == [ScaleAction(1, False, None, "empty past the hysteresis")]
+
+
+def test_scale_down_never_returns_a_busy_server():
+    """However long the wait, every action releases a server with no request; applying them never raises."""
+    f = build(5, {0: (T20, 3), 1: (T20, 0), 2: (T30, 2), 3: (T30, 0)})
+    r = router(scale_down_hysteresis_s=1.0, scale_down_period_s=1.0)
+    acts = r.tick(f, 100.0)
+    assert sorted(a.server for a in acts) == [1, 3]
+    for a in acts:
+        assert not a.activate and f.servers[a.server].num_requests == 0
+        f.apply_scale(a, 100.0)
+    assert [s.sid for s in f.active_servers()] == [0, 2]
+
+
+def test_scale_down_keeps_min_servers_per_tier():
+    """``min_servers_per_tier=2``: of t20's three servers (one busy, two empty) only one empty one is released."""
+    f = build(4, {0: (T20, 3), 1: (T20, 0), 2: (T20, 0)})
+    r = router(scale_down_hysteresis_s=1.0, min_servers_per_tier=2, rebalance=False)
+    acts = r.tick(f, 10.0)
+    assert len(acts) == 1 and acts[0].server in (1, 2) and not acts[0].activate
