@@ -242,7 +242,7 @@ def goodput(
         from polyserve.runner import _jsonable, describe_model
         from polyserve.workload import read_trace
 
-        tierset, _w, fleet, m, config, pol, trace_path, fmt = _common(
+        tierset, w, fleet, m, config, pol, trace_path, fmt = _common(
             trace, trace_format, tiers, tier_weights, instances, mode, prefill_fraction, kv_link_gbps,
             cold_start, model, gpu, tp, latency_model, latency_coefficients, latency_profile, policy, scheduler,
             autoscaler, max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step,
@@ -252,7 +252,8 @@ def goodput(
                                    start_rate=start_rate)
         log = None if quiet else (lambda msg: err.print(f"  {msg}", highlight=False))
         t0 = time.perf_counter()
-        res = GoodputSearch(tr, tierset, m, pol, config, seed, settings, progress=log).run()
+        res = GoodputSearch(tr, tierset, m, pol, config, seed, settings, progress=log,
+                            use_tier_column=w is None).run()
         wall = time.perf_counter() - t0
     except PolyServeError as e:
         _fail(e)
@@ -298,7 +299,7 @@ def profile_fit(
         lm = fit_linear(csv_path, dep)
         rep = fit_report(lm, csv_path)
         if out is not None:
-            save_linear_coefficients(out, lm, rep)
+            save_linear_coefficients(lm, out, report=rep)
     except PolyServeError as e:
         _fail(e)
         return

@@ -45,10 +45,12 @@ STRONGER_BASELINES = ("round-robin", "least-outstanding", "power-of-two", "stati
 ABLATIONS = ("polyserve-no-promotion", "polyserve-no-gradient", "polyserve-no-wait", "polyserve-static-chunk")
 DEFAULT_POLICIES = ("polyserve", *PAPER_BASELINES, *STRONGER_BASELINES, *ABLATIONS)
 COLOCATED_ONLY = {"co-chunk"}
+CSV_SKIP = ("attainment_by_tier", "latency_model_params")  # nested: JSON only (the CSV has attainment_<tier>)
 ROW_KEYS = (
     "policy", "mode", "latency_model", "goodput_rps", "goodput_rps_all_tiers", "optimal_rps", "goodput_fraction",
     "autoscaled_goodput_per_instance_s", "scaling_actions", "attainment_by_tier", "ttft_p50_ms", "ttft_p99_ms",
     "tpot_p50_ms", "tpot_p99_ms", "autoscaled_attainment", "autoscaled_instance_seconds", "token_budget", "na",
+    "latency_model_params",
 )
 
 
@@ -149,7 +151,7 @@ def task_goodput(ctx: Context, policy: str, mode: str, kind: str | None, extra: 
     bound = optimal_rate(bound_inputs(ctx2, model), mode)
     gs = replace(ctx.goodput, start_rate=ctx.goodput.start_rate or max(0.5, 0.9 * bound))
     pol = _policy(policy, mode, ctx2, model, extra)
-    res = GoodputSearch(tr, tiers, model, pol, sim, ctx.seed, gs).run()
+    res = GoodputSearch(tr, tiers, model, pol, sim, ctx.seed, gs, use_tier_column=ctx.tier_weights is None).run()
     at = res.at_goodput or {}
     tiers_at = at.get("tiers") or {}
     return {
@@ -191,7 +193,8 @@ def task_sweep(ctx: Context, policy: str, mode: str, rate: float, extra: dict | 
     tr = read_trace(ctx.trace, ctx.trace_format, tiers)
     sim = replace(ctx.sim, mode=mode)
     pol = _policy(policy, mode, replace(ctx, sim=sim), model, extra)
-    s = GoodputSearch(tr, tiers, model, pol, sim, ctx.seed, ctx.goodput).run_at(rate).summary
+    gs = GoodputSearch(tr, tiers, model, pol, sim, ctx.seed, ctx.goodput, use_tier_column=ctx.tier_weights is None)
+    s = gs.run_at(rate).summary
     return {"rate": rate, "attainment": s["attainment"],
             "tiers": {k: v["attainment"] for k, v in s["tiers"].items()}}  # type: ignore[union-attr]
 
@@ -312,6 +315,8 @@ def _assemble(done, st: CompareSettings, pairs):
             return r
         best_extra, best = max(results, key=lambda eo: (eo[1]["goodput_rps"], -(eo[0] or {}).get("token_budget", 0)))
         r.update({k2: v for k2, v in best.items() if k2 in ROW_KEYS})
+        params = best.get("latency_model_params") or {}
+        r["latency_model"] = params.get("name", k)  # the model's own name (linear, roofline, table), not the role
         r["probes"] = best.get("probes")
         if best_extra:
             r["token_budget"] = best_extra["token_budget"]
@@ -372,12 +377,13 @@ def write_outputs(out: Path, ctx: Context, st: CompareSettings, res: CompareResu
         c = out / f"{name}.csv"
         with open(c, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f, lineterminator="\n")
-            tiers = sorted({t for r in rows for t in (r.get("attainment_by_tier") or {})})
-            w.writerow([k for k in ROW_KEYS if k != "attainment_by_tier"] + [f"attainment_{t}" for t in tiers])
+            seen = {t for r in rows for t in (r.get("attainment_by_tier") or {})}
+            tiers = [t for t in _tiers(ctx).names if t in seen]  # tightest first, as in the tier file
+            flat = [k for k in ROW_KEYS if k not in CSV_SKIP]
+            w.writerow(flat + [f"attainment_{t}" for t in tiers])
             for r in rows:
                 ab = r.get("attainment_by_tier") or {}
-                w.writerow([_cell(r.get(k)) for k in ROW_KEYS if k != "attainment_by_tier"]
-                           + [_cell(ab.get(t)) for t in tiers])
+                w.writerow([_cell(r.get(k)) for k in flat] + [_cell(ab.get(t)) for t in tiers])
         written.append(c)
     extra = {"meta": meta, "headline": res.summary, "rate_sweep": res.sweep, "fleet_scaling": res.fleet,
              "servers_timeline": res.timelines}

@@ -93,8 +93,10 @@ class GoodputSearch:
         seed: int,
         settings: GoodputSettings,
         progress: Callable[[str], None] | None = None,
+        use_tier_column: bool = True,
     ) -> None:
         self.trace = trace
+        self.use_tier_column = use_tier_column  # False: explicit tier weights override a trace's tier column
         self.tiers = tiers
         self.model = model
         self.policy = policy
@@ -108,7 +110,7 @@ class GoodputSearch:
     def run_at(self, rate: float, criterion: str | None = None) -> SimResult:
         """One run at ``rate``; with a criterion, it may stop early once that criterion has failed."""
         s = self.s
-        wl = poisson_lengths_workload(self.trace, rate, s.duration_s, self.tiers, self.seed)
+        wl = poisson_lengths_workload(self.trace, rate, s.duration_s, self.tiers, self.seed, self.use_tier_column)
         cfg = SimConfig(**{**self.config.to_dict(), "horizon_s": _horizon(wl)})
         win = (s.warmup_s, s.duration_s)
         measured = (wl.arrival_s >= win[0]) & (wl.arrival_s < win[1])

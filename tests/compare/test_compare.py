@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from polyserve.cli import app
-from polyserve.compare import ROW_KEYS
+from polyserve.compare import CSV_SKIP, ROW_KEYS
 
 ROW_MIN = ("policy", "mode", "goodput_rps", "goodput_rps_all_tiers", "optimal_rps", "goodput_fraction",
            "autoscaled_goodput_per_instance_s", "scaling_actions", "attainment_by_tier")
@@ -45,7 +45,9 @@ def test_compare_writes_rows_with_the_documented_keys_and_marks_colocated_only_p
         assert r["scaling_actions"] is not None and r["autoscaled_goodput_per_instance_s"] >= 0
     assert rows[2]["token_budget"] in (512, 4096), "co-chunk reports the best budget of its sweep"
     header = (out / "compare.csv").read_text().splitlines()[0].split(",")
-    assert header[: len(ROW_KEYS) - 1] == [k for k in ROW_KEYS if k != "attainment_by_tier"]
+    tiers = ("t20", "t30", "t50", "t100")
+    assert header == [k for k in ROW_KEYS if k not in CSV_SKIP] + [f"attainment_{t}" for t in tiers]
+    assert rows[0]["latency_model"] == "linear" and rows[0]["latency_model_params"]["b0_us"] > 0
     assert (out / "goodput_by_policy.png").stat().st_size > 1000
     details = json.loads((out / "compare_details.json").read_text())
     assert details["meta"]["seed"] == 0 and "colocated" in details["headline"]
@@ -57,8 +59,7 @@ def test_compare_sweeps_and_sensitivity_model_write_their_files(tmp_path):
                    "--fleet-sizes", "2,4")
     sens = json.loads((out / "compare_roofline.json").read_text())
     assert {r["policy"] for r in sens} == {"polyserve", "minimal"}
-    assert all(r["latency_model"] != json.loads((out / "compare.json").read_text())[0]["latency_model"]
-               for r in sens)
+    assert {r["latency_model"] for r in sens} == {"roofline"}
     details = json.loads((out / "compare_details.json").read_text())
     assert sorted(details["rate_sweep"]) == ["minimal", "polyserve"]
     assert [p["instances"] for p in details["fleet_scaling"] if p["policy"] == "polyserve"] == [2, 4]

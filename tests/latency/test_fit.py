@@ -208,3 +208,22 @@ def test_fit_report_scores_any_model(tmp_path: Path, h100_8b) -> None:
     rep = fit_report(RooflineLatencyModel(h100_8b), path)
     assert rep.model == "roofline" and rep.n_rows == 600
     assert math.isfinite(rep.rmse_ms) and rep.max_abs_error_ms >= rep.rmse_ms
+
+
+def test_profile_fit_cli_writes_a_file_that_simulate_loads(tmp_path: Path, h100_8b) -> None:
+    """`polyserve profile fit CSV --out F` writes coefficients that --latency-coefficients reads back."""
+    from typer.testing import CliRunner
+
+    from polyserve.cli import app
+
+    out = tmp_path / "coef.yaml"
+    r = CliRunner().invoke(app, ["profile", "fit", str(_synthetic(tmp_path / "it.csv")), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    m = load_linear_coefficients(out, h100_8b)
+    assert m.b2 * 1e3 == pytest.approx(TRUE_MS[2], rel=0.02)
+    sim = CliRunner().invoke(app, ["simulate", "--num-requests", "20", "--rate", "5", "--instances", "1", "--quiet",
+                                   "--latency-model", "linear", "--latency-coefficients", str(out),
+                                   "--out", str(tmp_path / "run")])
+    assert sim.exit_code == 0, sim.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["latency_model"]["b2_us_per_decode_token"] == pytest.approx(m.b2 * 1e6)

@@ -307,3 +307,14 @@ def test_length_strings_in_a_spec_are_parsed():
 def test_seed_must_be_a_non_negative_integer(seed):
     with pytest.raises(ConfigError, match="seed"):
         build_workload(WorkloadSpec(rate=1.0, num_requests=5), default_tiers(), seed=seed)
+
+
+def test_poisson_lengths_workload_explicit_weights_override_a_tier_column():
+    """Goodput probes keep a trace's tier column by default; explicit weights (--tier-weights) replace it."""
+    tiers = default_tiers()
+    trace = read_trace(FIXTURES / "vidur_tiers.csv", None, tiers)
+    kept = poisson_lengths_workload(trace, 50.0, 60.0, tiers, seed=1)
+    assert set(np.unique(kept.tier).tolist()) <= {tiers.index("t20"), tiers.index("t50"), tiers.index("t100")}
+    only_t30 = tiers.with_weights({"t20": 0, "t30": 1, "t50": 0, "t100": 0})
+    over = poisson_lengths_workload(trace, 50.0, 60.0, only_t30, seed=1, use_tier_column=False)
+    assert np.all(over.tier == tiers.index("t30")) and len(over) == len(kept)

@@ -76,7 +76,7 @@ def build_workload(
 
 
 def poisson_lengths_workload(
-    trace: TraceData, rate: float, duration_s: float, tiers: TierSet, seed: int
+    trace: TraceData, rate: float, duration_s: float, tiers: TierSet, seed: int, use_tier_column: bool = True
 ) -> Workload:
     """The goodput-bisection workload: Poisson arrivals at ``rate`` in ``[0, duration_s)``, each request
     taking the (prompt, output) pair, and tier if the trace has a tier column, of one trace row drawn
@@ -84,11 +84,14 @@ def poisson_lengths_workload(
 
     Common random numbers: with the same seed, request *i* has the same row and tier at every rate, and
     its arrival time scales as ``1 / rate``, so bisection compares rates on one sample path. Works with
-    lengths-only traces (their timestamps are never used).
+    lengths-only traces (their timestamps are never used). ``use_tier_column=False`` ignores a tier column
+    (an explicit ``--tier-weights`` wins over it, as in ``build_workload``).
     """
     _check_seed(seed)
     trace_len = LengthSpec.trace()
-    return _resample(trace, rate, "poisson", 1.0, None, duration_s, trace_len, trace_len, tiers, seed, True)
+    return _resample(
+        trace, rate, "poisson", 1.0, None, duration_s, trace_len, trace_len, tiers, seed, use_tier_column
+    )
 
 
 # Cases ---------------------------------------------------------------------------------------------------
