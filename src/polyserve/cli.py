@@ -51,6 +51,7 @@ LatModel = Annotated[str, typer.Option("--latency-model", help="auto | linear | 
 LatCoef = Annotated[Path | None, typer.Option("--latency-coefficients", help="Coefficients file from `polyserve profile fit` (linear)", dir_okay=False)]
 LatProfile = Annotated[Path | None, typer.Option("--latency-profile", help="Vidur mlp.csv profile (table)", dir_okay=False)]
 Policy = Annotated[str, typer.Option("--policy", help="Router (see `polyserve policies`)")]
+PolicyOption = Annotated[list[str] | None, typer.Option("--policy-option", help="Router option KEY=VALUE, repeatable (e.g. shed=true; `polyserve policies` names the routers)")]
 Scheduler = Annotated[str | None, typer.Option("--scheduler", help="Per-instance scheduler: fcfs | edf | ... (default: the policy's)")]
 Autoscaler = Annotated[str | None, typer.Option("--autoscaler", help="Autoscaler name (default: none, fixed fleet)")]
 Rate = Annotated[float | None, typer.Option("--rate", help="req/s: re-times the trace, or drives synthetic arrivals")]
@@ -94,10 +95,32 @@ def _weights(text: str | None) -> dict[str, float] | None:
     return out
 
 
+def _policy_options(items: list[str] | None) -> dict[str, object]:
+    """``KEY=VALUE`` pairs: true/false become booleans, numbers numbers, anything else stays a string."""
+    out: dict[str, object] = {}
+    for item in items or []:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise PolyServeError(f"--policy-option: expected KEY=VALUE, got {item!r}")
+        v: object = val.strip()
+        low = val.strip().lower()
+        if low in ("true", "false"):
+            v = low == "true"
+        else:
+            for conv in (int, float):
+                try:
+                    v = conv(val)
+                    break
+                except ValueError:
+                    continue
+        out[key.strip()] = v
+    return out
+
+
 def _common(
     trace, trace_format, tiers, tier_weights, instances, mode, prefill_fraction, kv_link_gbps, cold_start,
     model, gpu, tp, latency_model, latency_coefficients, latency_profile, policy, scheduler, autoscaler,
-    max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step,
+    max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step, policy_options=None,
 ):
     from polyserve.data import AZURE_CONV
     from polyserve.runner import FleetSpec, PolicySpec, build_model, load_tiers
@@ -119,10 +142,11 @@ def _common(
         cold_start_s=cold_start, max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_num_batched_tokens or default_max_num_batched_tokens(gpu), fast=not step,
     )
-    pol = PolicySpec(router=policy, scheduler=scheduler, autoscaler=autoscaler)
+    opts = _policy_options(policy_options)
+    pol = PolicySpec(router=policy, scheduler=scheduler, autoscaler=autoscaler, router_options=opts)
     from polyserve.policy import ROUTERS
 
-    ROUTERS.get(policy)
+    ROUTERS.create(policy, rng=None, **opts)  # an unknown name or option fails here, before the run
     trace_path = str(trace) if trace else str(AZURE_CONV)
     return tierset, w, fleet, m, config, pol, trace_path, trace_format
 
@@ -169,7 +193,7 @@ def simulate(
     instances: Instances = 32, mode: Mode = "colocated", prefill_fraction: PrefillFraction = 0.25,
     kv_link_gbps: KvLink = 400.0, cold_start: ColdStart = 0.0, model: Model = "llama-3.1-8b", gpu: Gpu = "h100",
     tp: Tp = 1, latency_model: LatModel = "auto", latency_coefficients: LatCoef = None,
-    latency_profile: LatProfile = None, policy: Policy = "round-robin", scheduler: Scheduler = None,
+    latency_profile: LatProfile = None, policy: Policy = "round-robin", policy_option: PolicyOption = None, scheduler: Scheduler = None,
     autoscaler: Autoscaler = None, rate: Rate = None, duration: Duration = None, tile: Tile = False,
     arrival: Arrival = "trace", num_requests: NumRequests = None, input_len: InputLen = None,
     output_len: OutputLen = None, burstiness: Burstiness = 1.0, seed: Seed = 0, out: Out = None,
@@ -185,7 +209,7 @@ def simulate(
         tierset, w, fleet, m, config, pol, trace_path, fmt = _common(
             trace, trace_format, tiers, tier_weights, instances, mode, prefill_fraction, kv_link_gbps,
             cold_start, model, gpu, tp, latency_model, latency_coefficients, latency_profile, policy, scheduler,
-            autoscaler, max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step,
+            autoscaler, max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step, policy_option,
         )
         if synthetic or (trace is None and (input_len or output_len) and arrival == "trace"):
             trace_path = None
@@ -226,7 +250,7 @@ def goodput(
     instances: Instances = 32, mode: Mode = "colocated", prefill_fraction: PrefillFraction = 0.25,
     kv_link_gbps: KvLink = 400.0, cold_start: ColdStart = 0.0, model: Model = "llama-3.1-8b", gpu: Gpu = "h100",
     tp: Tp = 1, latency_model: LatModel = "auto", latency_coefficients: LatCoef = None,
-    latency_profile: LatProfile = None, policy: Policy = "round-robin", scheduler: Scheduler = None,
+    latency_profile: LatProfile = None, policy: Policy = "round-robin", policy_option: PolicyOption = None, scheduler: Scheduler = None,
     autoscaler: Autoscaler = None, seed: Seed = 0, out: Out = None, max_num_seqs: MaxSeqs = 256,
     max_num_batched_tokens: MaxTokens = None, gpu_memory_utilization: GpuMemUtil = 0.9, step: Step = False,
     quiet: Quiet = False,
@@ -245,7 +269,7 @@ def goodput(
         tierset, w, fleet, m, config, pol, trace_path, fmt = _common(
             trace, trace_format, tiers, tier_weights, instances, mode, prefill_fraction, kv_link_gbps,
             cold_start, model, gpu, tp, latency_model, latency_coefficients, latency_profile, policy, scheduler,
-            autoscaler, max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step,
+            autoscaler, max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step, policy_option,
         )
         tr = read_trace(trace_path, fmt, tierset)
         settings = GoodputSettings(target=target, duration_s=duration, warmup_s=warmup, rel_tol=rel_tol,

@@ -156,3 +156,30 @@ def test_policy_package_imports_only_core():
                     assert m.startswith(("polyserve.core", "polyserve.policy")), f"{path.name} imports {m}"
                 else:
                     assert top in sys.stdlib_module_names or top in allowed_third_party, f"{path.name} imports {m}"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_router_refuses_an_option_it_does_not_take(name):
+    """A misspelt option fails loudly, naming the allowed ones, instead of being ignored."""
+    from polyserve.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="allowed"):
+        make_router(name, random.Random(0), no_such_option=1)
+
+
+def test_cli_policy_option_reaches_the_router(tmp_path):
+    """`--policy-option shed=true` turns PolyServe's shedding on (the summary records the options)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from polyserve.cli import app
+
+    args = ["simulate", "--num-requests", "30", "--rate", "5", "--instances", "2", "--quiet", "--policy", "polyserve",
+            "--policy-option", "shed=true", "--policy-option", "tpot_headroom=0.9", "--out", str(tmp_path)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["policy"]["router_options"] == {"shed": True, "tpot_headroom": 0.9}
+    bad = CliRunner().invoke(app, [*args[:-4], "--policy-option", "shedd=true", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "shedd" in bad.output and "allowed" in bad.output

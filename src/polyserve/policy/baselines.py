@@ -212,34 +212,45 @@ def _largest_remainder(fractions: list[float], n: int) -> list[int]:
     return base
 
 
-def _reg(name: str, summary: str, factory) -> None:
-    ROUTERS.add(name, factory, summary)
+def _reg(name: str, summary: str, factory, options: tuple[str, ...] = ()) -> None:
+    """Register ``factory``; an option it does not take is an error (naming the allowed ones), not ignored."""
+
+    def make(rng, **o):
+        bad = sorted(set(o) - set(options))
+        if bad:
+            allowed = ", ".join(options) or "none"
+            raise ConfigError(f"unknown {name} option(s) {', '.join(bad)}; allowed: {allowed}")
+        return factory(rng, **o)
+
+    ROUTERS.add(name, make, summary)
 
 
-_reg("random", "paper baseline: a uniformly random server", lambda rng, **o: RandomRouter(rng))
+_reg("random", "paper baseline: a uniformly random server", lambda rng: RandomRouter(rng))
 _reg(
     "minimal",
     "paper baseline: the server with the smallest predicted iteration time",
-    lambda rng, **o: MinimalRouter(rng),
+    lambda rng: MinimalRouter(rng),
 )
 _reg(
     "co-chunk",
     "paper baseline: co-located chunked prefill, static token budget (swept), no tiers",
-    lambda rng, token_budget=2048, **o: CoChunkRouter(rng, int(token_budget)),
+    lambda rng, token_budget=2048: CoChunkRouter(rng, int(token_budget)),
+    options=("token_budget",),
 )
 _reg(
     "least-outstanding",
     "the server with the fewest outstanding requests",
-    lambda rng, **o: LeastOutstandingRouter(rng),
+    lambda rng: LeastOutstandingRouter(rng),
 )
-_reg("power-of-two", "the less loaded of two random servers", lambda rng, **o: PowerOfTwoRouter(rng))
+_reg("power-of-two", "the less loaded of two random servers", lambda rng: PowerOfTwoRouter(rng))
 _reg(
     "static-partition",
     "tiers own fixed server shares (binning only), fewest outstanding within",
-    lambda rng, shares=None, **o: StaticPartitionRouter(rng, shares),  # type: ignore[arg-type]
+    lambda rng, shares=None: StaticPartitionRouter(rng, shares),  # type: ignore[arg-type]
+    options=("shares",),
 )
 _reg(
     "edf-pool",
     "one pool, fewest outstanding, earliest-deadline-first scheduling in each engine",
-    lambda rng, **o: LeastOutstandingRouter(rng, scheduler="edf", name="edf-pool"),
+    lambda rng: LeastOutstandingRouter(rng, scheduler="edf", name="edf-pool"),
 )

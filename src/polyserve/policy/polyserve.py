@@ -48,8 +48,9 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
+from polyserve.core.errors import ConfigError
 from polyserve.core.fleet import FleetState, Phase, RequestInfo, RoutingDecision, ScaleAction, ServerState
 from polyserve.policy.base import ROUTERS
 from polyserve.policy.cost import LinearCost, fit_cost
@@ -410,6 +411,10 @@ class PolyServeRouter:
 
 def _factory(name: str, summary: str, **kw: object) -> None:
     def make(rng: random.Random, **options: object) -> PolyServeRouter:
+        allowed = [f.name for f in fields(PolyServeOptions)]
+        bad = sorted(set(options) - set(allowed))
+        if bad:
+            raise ConfigError(f"unknown {name} option(s) {', '.join(bad)}; allowed: {', '.join(allowed)}")
         return PolyServeRouter(rng, PolyServeOptions(**{**kw, **options}), name)  # type: ignore[arg-type]
 
     ROUTERS.add(name, make, summary)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from polyserve.core.errors import ConfigError
 from polyserve.core.fleet import FleetState, Phase, RequestInfo, RoutingDecision
 from polyserve.policy.base import ROUTERS
 
@@ -39,5 +40,7 @@ class RoundRobinRouter:
 
 
 @ROUTERS.register("round-robin", "cycle through the servers in order (no SLO awareness)")
-def _round_robin(rng: random.Random, **_: object) -> RoundRobinRouter:
+def _round_robin(rng: random.Random, **options: object) -> RoundRobinRouter:
+    if options:
+        raise ConfigError(f"unknown round-robin option(s) {', '.join(sorted(options))}; allowed: none")
     return RoundRobinRouter(rng)
