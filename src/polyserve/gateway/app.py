@@ -1,0 +1,583 @@
+"""``Gateway``: the OpenAI-compatible front, as a plain ASGI app (no framework on the token path).
+
+Routes: ``POST /v1/completions``, ``POST /v1/chat/completions`` (streaming or not), ``GET /v1/models``,
+``GET /health`` (200 while at least one backend is routable, else 503), ``GET /metrics``.
+
+One generation request, in order:
+
+1. checks, each an OpenAI-style error and outcome ``rejected``: API key (401), body size (413), JSON and
+   fields (400, the engine's own parser), model (404), SLO headers (400) and the key's tiers (403), prompt +
+   ``max_tokens`` within a server's KV capacity (400, as vLLM's context check);
+2. accepted: the ``Dispatcher`` routes it with the policy (at once, or after waiting in the router);
+3. the upstream request is sent as a stream (the tier in ``priority`` for ``priority: true`` backends, and
+   the field removed for the others) and read **until its first token** before anything is sent to the
+   client. So a backend failing before the first token (refused, 5xx, timeout, dropped) is invisible to
+   the client: the request is retried on another server, up to ``retries`` times, and the failed server is
+   marked dead until its next good scrape;
+4. streaming: the response starts with the first token's bytes and then every upstream chunk is forwarded
+   as it arrives (never re-framed, never buffered whole). Non-streaming: the chunks are collected and the
+   whole response built at the end (``events.Aggregator``);
+5. the end: ``[DONE]`` -> ``completed`` (ledger told the output length, TTFT/TPOT/DSLO recorded). A stream
+   that breaks or stalls (``idle_s``) after tokens were sent ends with an error event (``data: {"error":
+   ...}``) and no ``[DONE]``: ``failed``. A client that goes away (noticed while waiting, too, by listening
+   for ``http.disconnect``) closes the upstream stream, so the engine aborts the request, and the ledger
+   entry is freed: ``failed``. Shedding: ``shed``, 429 (policy) or 503 (``max_pending``), with
+   ``Retry-After``.
+
+Every accepted request is counted once in exactly one of completed, failed, shed (the invariant the tests
+check). Background tasks (the router tick and the scrape) start with the ASGI lifespan, or on the first
+request when there is none (in-process transports).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from polyserve.core.fleet import FleetConfig, RequestInfo, ScaleAction
+from polyserve.engine.protocol import GenerationRequest, RequestError, parse_chat, parse_completion, parse_json
+from polyserve.gateway.actuator import Actuator, StaticActuator
+from polyserve.gateway.backend import (
+    Backend,
+    HttpxUpstream,
+    Upstream,
+    UpstreamFailure,
+    UpstreamStream,
+    classify_read_error,
+    make_client,
+    open_stream,
+)
+from polyserve.gateway.config import GatewayConfig
+from polyserve.gateway.dispatcher import Dispatcher, Refused, Shed
+from polyserve.gateway.errors import GatewayError, error_bytes
+from polyserve.gateway.events import Aggregator, EventScanner
+from polyserve.gateway.latency import build_gateway_model
+from polyserve.gateway.metrics import CONTENT_TYPE, NO_TIER, GatewayMetrics
+from polyserve.gateway.scrape import Scraper
+from polyserve.gateway.slo import authorize, resolve_slo
+from polyserve.gateway.wire import WireClient
+
+log = logging.getLogger("polyserve.gateway")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[dict[str, Any]], Any]
+
+_JSON = [(b"content-type", b"application/json")]
+_SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+
+@dataclass(slots=True, eq=False)
+class _Live:
+    """One accepted request while it is served."""
+
+    info: RequestInfo
+    tier: str
+    arrival: float  # clock() at receipt
+    deadline0: float  # clock() time the first token is due
+    tpot: float
+    first: float | None = None
+    last: float | None = None
+    tokens: int = 0
+    worst_slack: float = float("inf")
+    complete: bool = False  # the last byte is being sent: a disconnect now is not the client leaving early
+    gone: bool = False  # the client went away
+
+    def saw(self, n: int, t: float) -> None:
+        if n <= 0:
+            return
+        slack = self.deadline0 + self.tokens * self.tpot - t  # deadline of the first of the new tokens
+        if slack < self.worst_slack:
+            self.worst_slack = slack
+        if self.first is None:
+            self.first = t
+        self.tokens += n
+        self.last = t
+
+
+class Gateway:
+    """The gateway app. ``transport`` (tests) routes upstream requests in-process; ``actuator`` defaults to
+    ``StaticActuator`` (fixed backends); ``latency_model`` overrides the one built from ``config.engine``."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        actuator: Actuator | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        latency_model: object | None = None,
+        backends: list[Backend] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from polyserve.policy import make_router
+
+        self.config = config
+        self.clock = clock
+        self.tiers = config.load_tiers()
+        self.default_tier = config.default_tier_index(self.tiers)
+        self.keys = (
+            {k.key: frozenset(self.tiers.index(t) for t in k.tiers) for k in config.api_keys}
+            if config.api_keys
+            else None
+        )
+        eng = config.engine
+        self.model = latency_model if latency_model is not None else build_gateway_model(eng)
+        self.kv_capacity = int(eng.kv_capacity_tokens or self.model.deployment.kv_capacity_tokens)  # type: ignore[attr-defined]
+        options = dict(config.policy_options)
+        if config.policy.startswith("polyserve") and "shed" not in options:
+            options["shed"] = config.shedding
+        self.router = make_router(config.policy, random.Random(config.seed), **options)
+        self.backends = backends or [Backend(i, b.url, b.priority) for i, b in enumerate(config.backends)]
+        self.actuator: Actuator = actuator or StaticActuator()
+        self.metrics = GatewayMetrics(self.tiers.names, [b.name for b in self.backends])
+        self.dispatcher = Dispatcher(
+            self.tiers,
+            FleetConfig(self.kv_capacity, eng.max_num_seqs, eng.max_num_batched_tokens),
+            self.model,  # type: ignore[arg-type]
+            self.router,
+            self.actuator,
+            len(self.backends),
+            clock=clock,
+            max_pending=config.max_pending if config.shedding else None,
+            on_scale=self._on_scale,
+        )
+        self.metrics.bind(
+            self.dispatcher.pending_by_tier,
+            self.dispatcher.servers_by_state,
+            lambda: [
+                (s.num_requests, None if b.running is None else b.running + (b.waiting or 0.0))
+                for s, b in zip(self.dispatcher.fleet.servers, self.backends, strict=True)
+            ],
+        )
+        t = config.timeouts
+        self.client = make_client(t.connect_s, t.idle_s, transport)  # scrapes (and upstream, in-process)
+        self.upstream: Upstream = HttpxUpstream(self.client) if transport is not None else WireClient(t.connect_s)
+        self.scraper = Scraper(
+            self.client,
+            self.backends,
+            self.dispatcher,
+            self.actuator,
+            timeout_s=t.scrape_s,
+            dead_after=config.dead_after,
+            on_error=lambda b, kind: self.metrics.backend_errors.labels(b.name, kind).inc(),
+        )
+        self.created = int(time.time())
+        self._ids = itertools.count()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.accepted = 0
+        self._models_body = json.dumps(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": config.model,
+                        "object": "model",
+                        "created": self.created,
+                        "owned_by": "polyserve",
+                        "root": config.model,
+                        "parent": None,
+                        "max_model_len": self.kv_capacity,
+                    }
+                ],
+            }
+        ).encode()
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------
+    def _on_scale(self, a: ScaleAction, kind: str) -> None:
+        self.metrics.scaling.labels(kind).inc()
+
+    def ensure_started(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        self._loop = loop
+        self._tasks = [
+            loop.create_task(self._tick_loop()),
+            loop.create_task(self.scraper.run(self.config.scrape_interval_s)),
+        ]
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tick_s)
+            try:
+                self.dispatcher.tick()
+            except Exception:  # a policy bug must not stop the loop that releases servers
+                log.exception("router tick failed")
+
+    async def aclose(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        self._tasks = []
+        self._loop = None
+        await self.upstream.aclose()
+        await self.client.aclose()
+        await self.actuator.aclose()
+
+    # ---- ASGI ---------------------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            return
+        self.ensure_started()
+        path = scope["path"]
+        method = scope["method"]
+        if path in ("/v1/completions", "/v1/chat/completions"):
+            if method != "POST":
+                await _send_error(send, GatewayError(405, f"{method} {path}: use POST"))
+                return
+            await self._generate(scope, receive, send, path == "/v1/chat/completions")
+        elif path == "/health" and method == "GET":
+            n = self.dispatcher.routable_count()
+            status = 200 if n else 503
+            doc = {"status": "ok" if n else "no backend is up", "backends_up": n}
+            await _send(send, status, json.dumps(doc).encode(), _JSON)
+        elif path == "/v1/models" and method == "GET":
+            await _send(send, 200, self._models_body, _JSON)
+        elif path == "/metrics" and method == "GET":
+            await _send(send, 200, self.metrics.render(), [(b"content-type", CONTENT_TYPE.encode())])
+        else:
+            await _send_error(send, GatewayError(404, f"{method} {path}: no such route"))
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                self.ensure_started()
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # ---- generation ---------------------------------------------------------------------------------------
+    async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
+        limit = self.config.max_body_bytes
+        cl = headers.get("content-length")
+        if cl is not None and cl.isdigit() and int(cl) > limit:
+            raise GatewayError(413, f"request body of {cl} bytes is over the limit of {limit} bytes")
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise GatewayError(400, "client disconnected while sending the body")
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise GatewayError(413, f"request body is over the limit of {limit} bytes")
+            parts.append(chunk)
+            if not msg.get("more_body", False):
+                return b"".join(parts) if len(parts) != 1 else parts[0]
+
+    def _check(self, raw: bytes, chat: bool) -> tuple[dict[str, Any], GenerationRequest]:
+        """The body as JSON and the fields the gateway reads (the engine's parser: same rules, same errors)."""
+        try:
+            body = parse_json(raw)
+            g = parse_chat(body) if chat else parse_completion(body)
+        except RequestError as e:
+            raise GatewayError(400, e.message, e.param) from None
+        if g.model is not None and g.model != self.config.model:
+            raise GatewayError(
+                404, f"The model `{g.model}` does not exist; this gateway serves `{self.config.model}`.", "model"
+            )
+        return body, g
+
+    async def _generate(self, scope: Scope, receive: Receive, send: Send, chat: bool) -> None:
+        arrival = self.clock()
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        tier_label = NO_TIER
+        try:
+            allowed = authorize(headers, self.keys)
+            raw = await self._read_body(headers, receive)
+            body, g = self._check(raw, chat)
+            slo = resolve_slo(headers, self.tiers, self.default_tier, allowed)
+            tier_label = self.tiers[slo.tier].name
+            need = g.prompt_tokens + (g.max_tokens or 0)
+            if need > self.kv_capacity:
+                raise GatewayError(
+                    400,
+                    f"This model's maximum context length is {self.kv_capacity} tokens. However, you "
+                    f"requested {need} tokens ({g.prompt_tokens} in the prompt, {g.max_tokens} in the "
+                    "completion).",
+                    "max_tokens",
+                )
+        except GatewayError as e:
+            self.metrics.outcome(tier_label, "rejected")
+            await _send_error(send, e)
+            return
+        # ---- accepted ----
+        self.accepted += 1
+        self.metrics.accepted.labels(tier_label).inc()
+        rid = next(self._ids)
+        t0 = self.dispatcher.t0
+        ttft = slo.ttft_s(self.tiers, g.prompt_tokens)
+        tpot = slo.tpot_ms / 1e3
+        info = RequestInfo(rid, arrival - t0, g.prompt_tokens, slo.tier, ttft, tpot, g.max_tokens)
+        live = _Live(info, tier_label, arrival, arrival + ttft, tpot)
+        body["stream"] = True
+        if not g.stream:
+            body["stream_options"] = {"include_usage": True}
+        body.pop("priority", None)
+        if g.model is None:
+            body["model"] = self.config.model
+        plain = json.dumps(body).encode()
+        prio = None
+
+        def body_for(b: Backend) -> bytes:
+            nonlocal prio
+            if not b.priority:
+                return plain
+            if prio is None:
+                prio = json.dumps({**body, "priority": slo.tier}).encode()
+            return prio
+
+        main = asyncio.current_task()
+        assert main is not None
+
+        async def watch() -> None:
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    if not live.complete:
+                        live.gone = True
+                        main.cancel()
+                    return
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        outcome = "failed"
+        try:
+            outcome = await self._serve(send, live, body_for, chat, g.stream, scope["path"])
+        except asyncio.CancelledError:
+            if not live.gone:
+                raise
+            main.uncancel()
+            self.metrics.disconnects.inc()
+        finally:
+            watcher.cancel()
+            self.dispatcher.finish(rid, None)  # no-op if already finished; frees a pending or running slot
+            self.metrics.outcome(tier_label, outcome)
+
+    async def _serve(
+        self, send: Send, live: _Live, body_for: Callable[[Backend], bytes], chat: bool, stream: bool, path: str
+    ) -> str:
+        d = self.dispatcher
+        info = live.info
+        attempts = 0
+        while True:
+            try:
+                fut = d.acquire(info)
+                sid = fut.result() if fut.done() else await fut
+            except Shed as e:
+                ra = self.config.retry_after_s
+                await _send_error(send, GatewayError(e.status, f"overloaded, request shed: {e.reason}", None, ra))
+                return "shed"
+            except Refused as e:
+                await _send_error(send, GatewayError(503, f"no server can serve this request: {e}"))
+                return "failed"
+            backend = self.backends[sid]
+            try:
+                if not self.actuator.is_ready(sid):
+                    await self.actuator.wait_ready(sid)
+                resp, it, first, scanner = await self._until_first_token(backend, body_for(backend), path, stream)
+            except UpstreamFailure as f:
+                d.finish(info.rid, None)
+                self.metrics.backend_errors.labels(backend.name, f.kind).inc()
+                if f.retryable:
+                    d.mark_dead(sid)  # circuit breaker: unroutable until its next good scrape
+                attempts += 1
+                if not f.retryable or attempts > self.config.retries:
+                    if f.body is not None:
+                        await _send(send, f.status, f.body, _JSON)
+                    else:
+                        await _send_error(send, GatewayError(f.status, f"backend failure: {f.message}"))
+                    return "failed"
+                self.metrics.retries.inc()
+                continue
+            break
+        now = self.clock()
+        live.saw(scanner.tokens, now)
+        d.first_token(info.rid, scanner.tokens)
+        extra = [(b"x-polyserve-tier", live.tier.encode()), (b"x-polyserve-server", str(sid).encode())]
+        if stream:
+            return await self._pump(send, live, backend, resp, it, first, scanner, extra)
+        return await self._collect(send, live, backend, resp, it, scanner, chat, extra)
+
+    async def _until_first_token(
+        self, backend: Backend, body: bytes, path: str, stream: bool
+    ) -> tuple[UpstreamStream, Any, list[bytes], EventScanner]:
+        scanner = EventScanner(keep=not stream)
+        first: list[bytes] = []
+        resp: UpstreamStream | None = None
+        try:
+            async with asyncio.timeout(self.config.timeouts.first_token_s):
+                resp = await open_stream(self.upstream, backend.url + path, body)
+                it = resp.chunks()
+                async for chunk in it:
+                    first.append(chunk)
+                    scanner.feed(chunk)
+                    if scanner.tokens or scanner.done or scanner.error is not None:
+                        break
+        except TimeoutError:
+            if resp is not None:
+                await resp.aclose()
+            raise UpstreamFailure(
+                "timeout", f"no first token from {backend.url} within {self.config.timeouts.first_token_s:g} s",
+                retryable=True, status=504,
+            ) from None  # fmt: skip
+        except BaseException:
+            if resp is not None:
+                await resp.aclose()
+            raise
+        if scanner.tokens == 0 and not scanner.done:
+            await resp.aclose()
+            what = "sent an error event" if scanner.error is not None else "ended the stream"
+            raise UpstreamFailure("broken", f"{backend.url} {what} before the first token", retryable=True)
+        return resp, it, first, scanner
+
+    async def _pump(
+        self,
+        send: Send,
+        live: _Live,
+        backend: Backend,
+        resp: UpstreamStream,
+        it: Any,
+        first: list[bytes],
+        scanner: EventScanner,
+        extra: list[tuple[bytes, bytes]],
+    ) -> str:
+        d = self.dispatcher
+        rid = live.info.rid
+        failure: UpstreamFailure | None = None
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE + extra})
+            await send({"type": "http.response.body", "body": b"".join(first), "more_body": True})
+            if not scanner.done:
+                clock = self.clock
+                loop = asyncio.get_running_loop()
+                idle = self.config.timeouts.idle_s
+                # the idle timeout times the upstream reads only (a slow client is not a stalled backend);
+                # enforced here rather than by the HTTP client so it holds over any transport
+                async with asyncio.timeout(loop.time() + idle) as cm:
+                    async for chunk in it:
+                        cm.reschedule(None)
+                        n = scanner.feed(chunk)
+                        if n:
+                            live.saw(n, clock())
+                            d.tokens(rid, scanner.tokens)
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        cm.reschedule(loop.time() + idle)
+        except TimeoutError:
+            failure = classify_read_error(httpx.ReadTimeout("idle"), backend.url)
+        except UpstreamFailure as e:
+            failure = e
+        finally:
+            await resp.aclose()
+        if failure is None and scanner.done and scanner.error is None:
+            self._completed(live)
+            live.complete = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return "completed"
+        if failure is None:
+            why = "sent an error event" if scanner.error is not None else "ended without [DONE]"
+            failure = UpstreamFailure("broken", f"stream from {backend.url} {why}", retryable=True)
+        self.metrics.backend_errors.labels(backend.name, failure.kind).inc()
+        d.finish(rid, None)
+        tail = b""
+        if scanner.error is None:
+            tail = b"data: " + error_bytes(failure.status, f"backend failure mid-stream: {failure.message}") + b"\n\n"
+        live.complete = True
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        return "failed"
+
+    async def _collect(
+        self,
+        send: Send,
+        live: _Live,
+        backend: Backend,
+        resp: UpstreamStream,
+        it: Any,
+        scanner: EventScanner,
+        chat: bool,
+        extra: list[tuple[bytes, bytes]],
+    ) -> str:
+        d = self.dispatcher
+        rid = live.info.rid
+        failure: UpstreamFailure | None = None
+        try:
+            if not scanner.done:
+                clock = self.clock
+                loop = asyncio.get_running_loop()
+                idle = self.config.timeouts.idle_s
+                async with asyncio.timeout(loop.time() + idle) as cm:
+                    async for chunk in it:
+                        n = scanner.feed(chunk)
+                        if n:
+                            live.saw(n, clock())
+                            d.tokens(rid, scanner.tokens)
+                        cm.reschedule(loop.time() + idle)
+        except TimeoutError:
+            failure = classify_read_error(httpx.ReadTimeout("idle"), backend.url)
+        except UpstreamFailure as e:
+            failure = e
+        finally:
+            await resp.aclose()
+        if failure is None and scanner.done and scanner.error is None:
+            doc = Aggregator(chat).build(scanner.events)
+            self._completed(live)
+            live.complete = True
+            await _send(send, 200, json.dumps(doc).encode(), _JSON + extra)
+            return "completed"
+        if failure is None:
+            failure = UpstreamFailure("broken", f"stream from {backend.url} ended without [DONE]", retryable=True)
+        self.metrics.backend_errors.labels(backend.name, failure.kind).inc()
+        d.finish(rid, None)
+        live.complete = True
+        await _send_error(send, GatewayError(failure.status, f"backend failure: {failure.message}"))
+        return "failed"
+
+    def _completed(self, live: _Live) -> None:
+        self.dispatcher.finish(live.info.rid, live.tokens)
+        m = self.metrics
+        if live.first is not None:
+            m.ttft.labels(live.tier).observe(live.first - live.arrival)
+            if live.tokens > 1 and live.last is not None:
+                m.tpot.labels(live.tier).observe((live.last - live.first) / (live.tokens - 1))
+        if live.tokens and live.worst_slack >= 0:
+            m.attained.labels(live.tier).inc()
+
+
+async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _send_error(send: Send, e: GatewayError) -> None:
+    headers = list(_JSON)
+    if e.retry_after is not None:
+        headers.append((b"retry-after", str(max(1, round(e.retry_after))).encode()))
+    await _send(send, e.status, e.body(), headers)
+
+
+def create_gateway_app(config: GatewayConfig, **kw: Any) -> Gateway:
+    """A new gateway app (own router, ledger, metrics registry). Raises ``ConfigError`` for a bad config."""
+    return Gateway(config, **kw)
+
+
+__all__ = ["Gateway", "create_gateway_app"]

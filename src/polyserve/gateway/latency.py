@@ -1,0 +1,45 @@
+"""The latency model the policy predicts the backends with, from the config's ``engine`` section.
+
+The same models the simulator and the emulated engine use (``polyserve.runner.build_model``). Emulated
+engines run at ``--time-scale X`` (X times faster than the model); ``ScaledModel`` divides every iteration
+time by the same X so the router's predictions match what the backends really do on the wall clock.
+"""
+
+from __future__ import annotations
+
+from polyserve.gateway.config import EngineSpec
+
+
+class ScaledModel:
+    """``inner``'s iteration times divided by ``time_scale``; everything else (``deployment``...) passes through."""
+
+    def __init__(self, inner: object, time_scale: float) -> None:
+        self.inner = inner
+        self.time_scale = time_scale
+
+    def iteration_time(self, num_decode: int, kv_tokens: int, prefill_tokens: int) -> float:
+        return self.inner.iteration_time(num_decode, kv_tokens, prefill_tokens) / self.time_scale  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def describe(self) -> dict[str, object]:
+        d = dict(self.inner.describe()) if hasattr(self.inner, "describe") else {}
+        d["time_scale"] = self.time_scale
+        return d
+
+
+def build_gateway_model(spec: EngineSpec) -> object:
+    """Raises ``ConfigError`` for an unknown model/GPU, or a model that does not fit the GPU."""
+    from polyserve.runner import FleetSpec, build_model
+
+    model = build_model(
+        FleetSpec(
+            model=spec.model,
+            gpu=spec.gpu,
+            tp=spec.tp,
+            latency_model=spec.latency_model,
+            gpu_memory_utilization=spec.gpu_memory_utilization,
+        )
+    )
+    return model if spec.time_scale == 1 else ScaledModel(model, spec.time_scale)

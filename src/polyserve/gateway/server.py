@@ -1,0 +1,69 @@
+"""Serving a gateway app over HTTP with uvicorn (what ``polyserve gateway`` and ``polyserve up`` run).
+
+The listening socket comes from the engine's ``bind_socket``: bound before uvicorn starts (``--port 0`` picks
+a free port race-free) and with ``TCP_NODELAY`` on accepted sockets, without which Nagle holds small SSE
+chunks behind the client's delayed ACK (~40 ms stalls). Once bound, one line ``polyserve gateway listening on
+http://HOST:PORT ...`` goes to stdout (launchers read it). uvicorn handles SIGINT/SIGTERM: it stops
+accepting, gives open streams ``graceful_timeout_s``, runs the app's lifespan shutdown (which stops the
+gateway's tasks and, through the actuator, any engines it started) and returns.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+from polyserve.engine.server import bind_socket
+from polyserve.gateway.app import Gateway
+
+READY_PREFIX = "polyserve gateway listening on "
+
+
+def serve_app(
+    app: Gateway,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    graceful_timeout_s: float = 5.0,
+    log_level: str = "warning",
+    note: str = "",
+) -> None:
+    """Run ``app`` until SIGINT/SIGTERM. Raises ``ConfigError`` for a taken port."""
+    import uvicorn
+
+    sock = bind_socket(host, port)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    cfg = app.config
+    sys.stdout.write(
+        f"{READY_PREFIX}http://{shown}:{bound} (model {cfg.model}, policy {cfg.policy}, "
+        f"{len(app.backends)} backends{note})\n"
+    )
+    sys.stdout.flush()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level=log_level,
+            access_log=False,
+            timeout_graceful_shutdown=graceful_timeout_s,
+            lifespan="on",
+        )
+    )
+    # uvicorn re-raises the signal that stopped it once it has shut down; with the default SIGTERM action
+    # that would kill the process before its callers' cleanup (``polyserve up`` stopping its engines) runs
+    # and exit -15: a handler that raises KeyboardInterrupt turns it into a clean return (exit 0)
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _interrupt) if main else None
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+        if main:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

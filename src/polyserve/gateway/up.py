@@ -1,0 +1,92 @@
+"""``polyserve up``: a gateway plus N local emulated engines, for trying PolyServe by hand.
+
+The engines start first, all at once (one subprocess each, in parallel), and join the router's idle pool;
+then the gateway binds its port and prints its URL, so ``/health`` and ``/v1/models`` answer as soon as
+anything listens. The policy scales servers out of the idle pool on demand; with ``stop_idle`` a released
+server's engine is stopped, and started again when the policy needs it (a real cold start).
+
+Stopping: SIGINT (Ctrl-C) or SIGTERM stops the gateway (open streams get a few seconds), then every engine
+(SIGTERM, then SIGKILL after a timeout). A signal during start-up stops the engines already started.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from polyserve.engine.config import EngineConfig
+from polyserve.gateway.actuator import LocalEngineActuator
+from polyserve.gateway.backend import Backend
+from polyserve.gateway.config import BackendSpec, EngineSpec, GatewayConfig
+
+
+@dataclass(frozen=True)
+class UpSpec:
+    engines: int = 2
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tiers_path: str | None = None
+    default_tier: str | None = None
+    model: str = "llama-3.1-8b"
+    gpu: str = "h100"
+    time_scale: float = 1.0
+    policy: str = "polyserve"
+    shedding: bool = False
+    stop_idle: bool = False
+    log_level: str = "warning"
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_up(spec: UpSpec) -> None:
+    """Start everything and serve until a signal. Raises ``PolyServeError`` for bad settings."""
+    from polyserve.engine.process import launch_engine
+    from polyserve.gateway.app import Gateway
+    from polyserve.gateway.server import serve_app
+
+    ecfg = EngineConfig(model=spec.model, gpu=spec.gpu, time_scale=spec.time_scale)
+    old = signal.signal(signal.SIGTERM, _interrupt)  # until uvicorn takes over: stop what was started
+    started: dict[int, object] = {}
+    actuator: LocalEngineActuator | None = None
+    try:
+        with ThreadPoolExecutor(max_workers=min(spec.engines, 8)) as pool:
+            futs = {i: pool.submit(launch_engine, ecfg, host=spec.host) for i in range(spec.engines)}
+            errors = []
+            for i, f in futs.items():
+                try:
+                    started[i] = f.result()
+                except Exception as e:
+                    errors.append(e)
+            if errors:
+                raise errors[0]
+        for i, e in started.items():
+            sys.stdout.write(f"engine {i}: {e.url} (pid {e.proc.pid})\n")  # type: ignore[attr-defined]
+        config = GatewayConfig(
+            model=ecfg.name,
+            backends=tuple(BackendSpec(started[i].url) for i in range(spec.engines)),  # type: ignore[attr-defined]
+            tiers_path=spec.tiers_path,
+            default_tier=spec.default_tier,
+            policy=spec.policy,
+            shedding=spec.shedding,
+            engine=EngineSpec(model=spec.model, gpu=spec.gpu, time_scale=spec.time_scale),
+            source="polyserve up",
+        )
+        backends = [Backend(i, b.url, b.priority) for i, b in enumerate(config.backends)]
+        actuator = LocalEngineActuator(
+            backends, lambda sid: launch_engine(ecfg, host=spec.host), started, stop_idle=spec.stop_idle
+        )
+        app = Gateway(config, actuator=actuator, backends=backends)
+        serve_app(app, spec.host, spec.port, log_level=spec.log_level, note=f", {spec.engines} local engines")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        if actuator is not None:
+            actuator.close_sync()
+        else:
+            for e in started.values():
+                e.stop()  # type: ignore[attr-defined]

@@ -1,0 +1,170 @@
+"""The OpenAI-compatible front in-process: routes, errors with OpenAI bodies, pass-through, priority, metrics."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from polyserve.engine import EngineConfig
+
+from .helpers import MODEL, completion, harness, metric, outcomes, read_stream, run, texts
+
+
+def test_health_models_and_a_streamed_completion() -> None:
+    async def main():
+        async with harness() as h:
+            health = (await h.client.get("/health")).json()
+            models = (await h.client.get("/v1/models")).json()
+            status, headers, events = await read_stream(h.client, completion(3, 6))
+            return health, models, status, headers, events
+
+    health, models, status, headers, events = run(main())
+    assert health["backends_up"] == 2
+    assert models["data"][0]["id"] == MODEL
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    assert texts(events) == ["the", " quick", " brown", " fox", " jumps", " over"]
+    assert events[-1] == "[DONE]"
+    assert headers["x-polyserve-tier"] == "t100"  # no header: the default (loosest) tier
+
+
+def test_chat_and_non_streaming_answers_match_the_engine() -> None:
+    async def main():
+        async with harness() as h:
+            chat = await h.client.post(
+                "/v1/chat/completions",
+                json={"model": MODEL, "messages": [{"role": "user", "content": "a b"}], "max_tokens": 3},
+            )
+            comp = await h.client.post("/v1/completions", json=completion(5, 4, stream=False))
+            _, _, events = await read_stream(
+                h.client,
+                {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2, "stream": True,
+                 "stream_options": {"include_usage": True}},
+                path="/v1/chat/completions",
+            )  # fmt: skip
+            return chat.json(), comp.json(), events
+
+    chat, comp, events = run(main())
+    assert chat["object"] == "chat.completion"
+    assert chat["choices"][0]["message"] == {"role": "assistant", "content": "the quick brown"}
+    assert chat["usage"]["completion_tokens"] == 3
+    assert comp["choices"][0]["text"] == "the quick brown fox" and comp["usage"]["prompt_tokens"] == 5
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert events[-2]["usage"]["completion_tokens"] == 2 and events[-1] == "[DONE]"
+
+
+def test_stream_is_passed_through_as_tokens_come_not_buffered_whole() -> None:
+    async def main():
+        # 40 tokens at ~10 ms each (time scale 1, one decode ~7-10 ms): the first arrives long before the last
+        async with harness([EngineConfig(time_scale=1.0)]) as h:
+            t0 = time.perf_counter()
+            arrivals = []
+            async with h.client.stream("POST", "/v1/completions", json=completion(2, 40)) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("data: {"):
+                        arrivals.append(time.perf_counter() - t0)
+            return arrivals
+
+    arrivals = run(main())
+    assert len(arrivals) == 40
+    assert arrivals[-1] - arrivals[0] > 0.15  # spread over the generation, not one burst at the end
+    assert len({round(a, 3) for a in arrivals}) > 10
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "param"),
+    [
+        (b"{not json", {}, 400, None),
+        (b"[1, 2]", {}, 400, None),
+        (b'{"prompt": "x", "max_tokens": -1}', {}, 400, "max_tokens"),
+        (b'{"max_tokens": 3}', {}, 400, "prompt"),
+        (b'{"prompt": "x", "model": "other"}', {}, 404, "model"),
+        (b'{"prompt": "x"}', {"x-slo-tpot-ms": "fast"}, 400, "x-slo-tpot-ms"),
+        (b'{"prompt": "x"}', {"x-slo-tpot-ms": "5"}, 400, "x-slo-tpot-ms"),
+        (b'{"prompt": "x", "max_tokens": 100000000}', {}, 400, "max_tokens"),
+    ],
+)
+def test_bad_requests_get_openai_error_bodies(body: bytes, headers: dict, status: int, param: str | None) -> None:
+    async def main():
+        async with harness(1) as h:
+            r = await h.client.post(
+                "/v1/completions", content=body, headers={"content-type": "application/json", **headers}
+            )
+            return r.status_code, r.json(), outcomes(h.gateway)
+
+    code, doc, counts = run(main())
+    assert code == status
+    assert set(doc["error"]) >= {"message", "type", "code"} and doc["error"]["code"] == status
+    assert doc["error"]["param"] == param
+    assert counts["rejected"] == 1 and counts["completed"] == counts["failed"] == 0
+
+
+def test_oversize_body_is_413_and_unknown_route_404() -> None:
+    async def main():
+        async with harness(1, {"max_body_bytes": 1000}) as h:
+            big = await h.client.post("/v1/completions", json=completion(600))
+            nope = await h.client.get("/v1/nothing")
+            wrong = await h.client.get("/v1/completions")
+            return big, nope, wrong
+
+    big, nope, wrong = run(main())
+    assert big.status_code == 413 and big.json()["error"]["type"] == "RequestTooLargeError"
+    assert nope.status_code == 404 and "error" in nope.json()
+    assert wrong.status_code == 405
+
+
+def test_api_keys_401_without_a_key_and_403_for_a_tighter_tier() -> None:
+    keys = {"api_keys": [{"key": "sk-loose", "tiers": ["t50", "t100"]}]}
+
+    async def main():
+        async with harness(1, keys) as h:
+            c = h.client
+            none = await c.post("/v1/completions", json=completion(stream=False))
+            bad = await c.post("/v1/completions", json=completion(stream=False), headers={"authorization": "Bearer x"})
+            auth = {"authorization": "Bearer sk-loose"}
+            tight = await c.post(
+                "/v1/completions", json=completion(stream=False), headers={**auth, "x-slo-tpot-ms": "20"}
+            )
+            ok = await c.post("/v1/completions", json=completion(stream=False), headers={**auth, "x-slo-tpot-ms": "50"})
+            return none, bad, tight, ok
+
+    none, bad, tight, ok = run(main())
+    assert none.status_code == 401 and bad.status_code == 401
+    assert tight.status_code == 403 and tight.json()["error"]["code"] == 403
+    assert ok.status_code == 200 and ok.headers["x-polyserve-tier"] == "t50"
+
+
+def test_priority_is_forwarded_only_to_priority_backends() -> None:
+    async def main():
+        doc = {"backends": [{"url": "http://e0", "priority": True}, {"url": "http://e1"}], "policy": "round-robin"}
+        async with harness(2, doc) as h:
+            for _ in range(4):
+                await h.client.post(
+                    "/v1/completions", json=completion(stream=False, priority=99), headers={"x-slo-tpot-ms": "35"}
+                )
+            return h.fleet.seen
+
+    seen = run(main())
+    assert seen["e0"] and seen["e1"]
+    assert all(b["priority"] == 1 for b in seen["e0"])  # t30 is tier index 1 (lower = sooner)
+    assert all("priority" not in b for b in seen["e1"])
+
+
+def test_metrics_count_requests_per_tier_with_ttft_tpot_and_attainment() -> None:
+    async def main():
+        async with harness() as h:
+            for tpot in ("20", "100", "100"):
+                await read_stream(h.client, completion(2, 5), {"x-slo-tpot-ms": tpot})
+            text = (await h.client.get("/metrics")).text
+            return text, h.gateway
+
+    text, gw = run(main())
+    assert metric(gw, "polyserve_requests_total", tier="t20", outcome="completed") == 1
+    assert metric(gw, "polyserve_requests_total", tier="t100", outcome="completed") == 2
+    assert metric(gw, "polyserve_dslo_attained_total") == 3  # a light load at time scale 20 meets every SLO
+    assert metric(gw, "polyserve_ttft_seconds_count", tier="t100") == 2
+    assert metric(gw, "polyserve_tpot_seconds_count", tier="t20") == 1
+    for name in ("polyserve_pending_requests{", "polyserve_servers{", "polyserve_scaling_actions_total{",
+                 "polyserve_backend_outstanding{"):  # fmt: skip
+        assert name in text
+    assert metric(gw, "polyserve_scaling_actions_total", action="activate") >= 2  # two tiers scaled up
