@@ -1,1 +1,2 @@
-"""Outputs: per-request records, the per-request CSV, the summary JSON and goodput search."""
+"""Outputs: per-request records, the per-request CSV and the summary JSON (the goodput search is
+``polyserve.goodput``)."""

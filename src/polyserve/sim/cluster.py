@@ -56,7 +56,7 @@ class RunStats:
     servers_timeline: list[tuple[float, list[int], int]] = field(
         default_factory=list
     )  # (t_s, per tier, shared)
-    decisions: dict[str, int] = field(default_factory=dict)  # reason -> count
+    decisions: dict[str, int] = field(default_factory=dict)  # router action (dispatch, pending, ...) -> count
 
 
 class Simulation:
