@@ -129,6 +129,22 @@ def test_c_scale_up_for_a_tier_with_no_server_at_all():
     assert d.scale == (ScaleAction(0, True, T50, "tier t50 full"),)
 
 
+# ---- (c') a starved tier -------------------------------------------------------------------------------------
+def test_c_starved_tier_takes_the_lightest_looser_server_whose_batch_fits():
+    """t20 owns no server and none is idle: it takes the lighter looser tail server that fits its TPOT."""
+    f = build(3, {0: (T30, 30), 1: (T50, 10), 2: (T100, 60)})
+    d = router().route(req(1, T20), f, 0.0, "mixed")
+    assert (d.action, d.server, d.reason) == ("dispatch", 1, "tier t20 has no server: took one from t50")
+    assert d.scale == (ScaleAction(1, True, T20, "tier t20 starved: from t50"),)
+
+
+def test_c_starved_tier_waits_when_no_looser_batch_fits_its_tpot():
+    """Every looser server holds more than a t20 batch may: the starved request waits rather than break them."""
+    f = build(2, {0: (T50, FULL_T20 + 5), 1: (T100, 90)})
+    d = router().route(req(1, T20), f, 0.0, "mixed")
+    assert d == RoutingDecision.wait("no server can meet the deadlines")
+
+
 # ---- (d) pending, shedding -----------------------------------------------------------------------------------
 def test_d_pending_when_no_idle_server_and_nothing_fits():
     """Every server active and full for t20 (and nothing tighter to promote to): the request waits, with a reason."""

@@ -16,6 +16,8 @@ The algorithm (``../shared/design/polyserve.md`` §2; choices the paper leaves o
    own requests then find it full and scale *it* up, and the fleet drifts to the tightest tier's small
    batches (measured: t20 held 28 of 32 servers at 250 req/s). ``promote_before_scale_up=True`` restores
    the literal order;
+   c'. *ours*: a tier that owns no server at all, with none idle, takes the least loaded looser-tier tail
+      server whose batch still fits its TPOT (a fleet with fewer servers than tiers would else starve it);
    d. else **pending**: the driver retries on every completion and tick. Once the request's TTFT can no
       longer be met it is a lost cause (*ours*): shed with the reason if shedding is enabled, else placed
       as soon as a server has *batch* room (TPOT and KV still protected for everyone else), so it
@@ -283,6 +285,17 @@ class PolyServeRouter:
             sid = self._promote(fleet, req, role, now, phase, lost)
             if sid is not None:
                 return self._promoted(fleet, sid)
+        # (c') a starved tier (ours): with no server of its own and none idle, it takes a looser tier's least
+        # loaded server whose batch fits this tier's TPOT, instead of waiting for a rebalance that may never
+        # come (a fleet with fewer servers than tiers would otherwise starve its tightest tiers)
+        if fleet.index(t, role).size == 0:  # type: ignore[arg-type]
+            sid = self._starved_take(fleet, req, role, own_tpot, now, phase, lost)
+            if sid is not None:
+                donor = tiers[fleet.servers[sid].tier].name  # type: ignore[index]
+                return RoutingDecision.to(
+                    sid, f"tier {tiers[t].name} has no server: took one from {donor}",
+                    (ScaleAction(sid, True, t, f"tier {tiers[t].name} starved: from {donor}"),),
+                )
         # (d) pending
         why = "lost cause: waiting for batch room" if lost else "no server can meet the deadlines"
         return RoutingDecision.wait(why)
@@ -291,6 +304,25 @@ class PolyServeRouter:
     def _promoted(fleet: FleetState, sid: int) -> RoutingDecision:
         host = fleet.servers[sid].tier
         return RoutingDecision.to(sid, f"promoted to tier {fleet.tiers[host].name}", promoted=True)  # type: ignore[index]
+
+    def _starved_take(
+        self, fleet: FleetState, req: RequestInfo, role: str, own_tpot: float, now: float, phase: Phase,
+        lost: bool,
+    ) -> int | None:
+        """The least loaded server among looser tiers' tail servers that can take ``req`` under this tier's
+        TPOT. A donor may give its last server: its own requests can still be promoted onto it."""
+        best: tuple[int, int] | None = None
+        servers = fleet.servers
+        for h in range(req.tier + 1, len(fleet.tiers)):
+            for sid in fleet.index(h, role).ascending():  # type: ignore[arg-type]
+                s = servers[sid]
+                if s.routable(now):
+                    if (best is None or s.num_requests < best[0]) and self.feasible(
+                        s, req, fleet, own_tpot, now, phase, lost
+                    ):
+                        best = (s.num_requests, sid)
+                    break  # the tail server only: the gradient keeps it the lightest
+        return None if best is None else best[1]
 
     def _promote(
         self, fleet: FleetState, req: RequestInfo, role: str, now: float, phase: Phase, lost: bool
