@@ -115,14 +115,23 @@ def launch_engine(
     return EngineProcess(proc, url, stderr_path)
 
 
-def _tail(path: str, n: int = 2000) -> str:
+def log_tail(path: str, n: int = 2000) -> str:
+    """The last ``n`` bytes of a child's log file, for start-up errors ('' if it cannot be read)."""
     with contextlib.suppress(OSError), open(path, "rb") as f:
         data = f.read()
         return data[-n:].decode(errors="replace").strip()
     return ""
 
 
-def _read_url(proc: subprocess.Popen[bytes], deadline: float, log: str) -> str:
+def read_ready_url(
+    proc: subprocess.Popen[bytes], deadline: float, prefix: str, lines: list[str] | None = None
+) -> str | None:
+    """Read ``proc``'s stdout until a line starting with ``prefix`` and return the URL after it; None if the
+    process exits or ``deadline`` (monotonic) passes first. Other lines go to ``lines`` when given.
+
+    Shared by the engine and gateway launchers: a child prints its URL once its socket is bound and it can
+    answer, so the parent never polls a port that is not open yet.
+    """
     assert proc.stdout is not None
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
@@ -137,16 +146,25 @@ def _read_url(proc: subprocess.Popen[bytes], deadline: float, log: str) -> str:
             if not chunk:
                 break
             buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for raw in lines:
+            *done, buf = buf.split(b"\n")
+            for raw in done:
                 line = raw.decode(errors="replace")
-                if line.startswith(READY_PREFIX):
-                    return line[len(READY_PREFIX) :].split()[0]
+                if line.startswith(prefix):
+                    return line[len(prefix) :].split()[0]
+                if lines is not None:
+                    lines.append(line)
     finally:
         sel.close()
+    return None
+
+
+def _read_url(proc: subprocess.Popen[bytes], deadline: float, log: str) -> str:
+    url = read_ready_url(proc, deadline, READY_PREFIX)
+    if url is not None:
+        return url
     code = proc.poll()
     why = f"exited with code {code}" if code is not None else "timed out"
-    raise EngineStartError(f"engine did not report its URL ({why}); stderr: {_tail(log) or '(empty)'}")
+    raise EngineStartError(f"engine did not report its URL ({why}); stderr: {log_tail(log) or '(empty)'}")
 
 
 def _drain(proc: subprocess.Popen[bytes]) -> None:
@@ -162,7 +180,7 @@ def _wait_healthy(proc: subprocess.Popen[bytes], url: str, deadline: float, log:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise EngineStartError(
-                    f"engine at {url} exited with code {proc.returncode}; stderr: {_tail(log)}"
+                    f"engine at {url} exited with code {proc.returncode}; stderr: {log_tail(log)}"
                 )
             try:
                 if client.get(url + "/health").status_code == 200:
@@ -171,5 +189,5 @@ def _wait_healthy(proc: subprocess.Popen[bytes], url: str, deadline: float, log:
                 pass
             time.sleep(0.05)
     raise EngineStartError(
-        f"engine at {url} did not answer /health within the startup timeout; stderr: {_tail(log)}"
+        f"engine at {url} did not answer /health within the startup timeout; stderr: {log_tail(log)}"
     )

@@ -11,7 +11,6 @@ with its exit code and the tail of its stderr; the child is killed, never left b
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from dataclasses import dataclass, field
 import httpx
 
 from polyserve.core.errors import PolyServeError
+from polyserve.engine.process import log_tail as _tail
+from polyserve.engine.process import read_ready_url
 from polyserve.gateway.server import READY_PREFIX
 
 
@@ -54,12 +55,6 @@ class GatewayProcess:
         self.stop()
 
 
-def _tail(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            return f.read()[-2000:].decode(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 def launch_gateway(
@@ -97,28 +92,9 @@ def launch_gateway(
 
 
 def _read_url(proc: subprocess.Popen[bytes], deadline: float, lines: list[str], log: str) -> str:
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    buf = b""
-    try:
-        while time.monotonic() < deadline:
-            if not sel.select(timeout=0.5):
-                if proc.poll() is not None:
-                    break
-                continue
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                break
-            buf += chunk
-            *done, buf = buf.split(b"\n")
-            for raw in done:
-                line = raw.decode(errors="replace")
-                if line.startswith(READY_PREFIX):
-                    return line[len(READY_PREFIX) :].split()[0]
-                lines.append(line)
-    finally:
-        sel.close()
+    url = read_ready_url(proc, deadline, READY_PREFIX, lines)
+    if url is not None:
+        return url
     code = proc.poll()
     why = f"exited with code {code}" if code is not None else "timed out"
     raise GatewayStartError(f"gateway did not report its URL ({why}); stderr: {_tail(log) or '(empty)'}")
