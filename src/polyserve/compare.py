@@ -402,6 +402,15 @@ def _cell(v: object) -> object:
     return v
 
 
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_all(out: Path, res: CompareResult, ctx: Context) -> list[Path]:
     import matplotlib
 
@@ -425,11 +434,7 @@ def plot_all(out: Path, res: CompareResult, ctx: Context) -> list[Path]:
         ax.set_xlabel("requests / s")
         ax.invert_yaxis()
         ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    p = out / "goodput_by_policy.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    paths.append(p)
+    paths.append(_save(fig, out / "goodput_by_policy.png"))
     # attainment vs rate per tier
     if res.sweep:
         fig, axes = plt.subplots(1, len(res.sweep), figsize=(6 * len(res.sweep), 4.2), squeeze=False)
@@ -444,11 +449,7 @@ def plot_all(out: Path, res: CompareResult, ctx: Context) -> list[Path]:
             ax.set_title(f"attainment vs rate: {pol}")
             ax.set_xlabel("requests / s")
             ax.legend(fontsize=8)
-        fig.tight_layout()
-        p = out / "attainment_vs_rate.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(_save(fig, out / "attainment_vs_rate.png"))
     # servers per tier over time (PolyServe, autoscaled)
     tl = res.timelines.get("polyserve/colocated") or next((v for k, v in res.timelines.items()
                                                            if k.startswith("polyserve/") and v), None)
@@ -463,11 +464,7 @@ def plot_all(out: Path, res: CompareResult, ctx: Context) -> list[Path]:
         ax.set_ylabel("servers")
         ax.set_title("PolyServe servers per tier (autoscaled trace replay)")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        p = out / "servers_per_tier.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(_save(fig, out / "servers_per_tier.png"))
     if res.fleet:
         fig, ax = plt.subplots(figsize=(7, 4))
         for pol in sorted({r["policy"] for r in res.fleet}):
@@ -478,9 +475,5 @@ def plot_all(out: Path, res: CompareResult, ctx: Context) -> list[Path]:
         ax.set_ylabel("goodput per instance (req/s)")
         ax.set_title("goodput per instance as the fleet grows (co-located)")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        p = out / "fleet_scaling.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(_save(fig, out / "fleet_scaling.png"))
     return paths
