@@ -246,3 +246,24 @@ def test_scale_down_keeps_min_servers_per_tier():
     r = router(scale_down_hysteresis_s=1.0, min_servers_per_tier=2, rebalance=False)
     acts = r.tick(f, 10.0)
     assert len(acts) == 1 and acts[0].server in (1, 2) and not acts[0].activate
+
+
+# ---- disaggregated prefill placement -------------------------------------------------------------------------
+def test_prefill_queue_keeps_half_the_ttft_slack_for_requests_that_jump_it():
+    """A prefill server is feasible only while its queue plus the prompt fits in prefill_slack_share of the slack."""
+    from polyserve.policy.cost import fit_cost
+
+    f = fleet(roles=["prefill", "decode"])
+    activate(f, 0, None)
+    r = req(1, T20, input_tokens=1000)  # TTFT 600 ms
+    c = fit_cost(f.model)
+    cap = f.config.max_num_batched_tokens
+    # the most 1000-token prompts that may wait ahead: their prefill plus this prompt's fits in 300 ms (half of 600)
+    fits = max(k for k in range(64) if c.prefill_seconds((k + 1) * 1000, cap) <= 0.3)
+    for k in range(fits):
+        f.on_dispatch(req(100 + k, T100, input_tokens=1000), 0, 0.0)
+    d = router().route(r, f, 0.0, "prefill")
+    assert (d.action, d.server) == ("dispatch", 0)
+    f.on_dispatch(req(200, T100, input_tokens=1000), 0, 0.0)
+    assert router().route(r, f, 0.0, "prefill").action == "pending"
+    assert router(prefill_slack_share=1.0).route(r, f, 0.0, "prefill").server == 0, "the whole slack would fit"

@@ -33,7 +33,10 @@ The algorithm (``../shared/design/polyserve.md`` §2; choices the paper leaves o
      counted from ``now`` (so router pending time counts) against ``arrival + TTFT``;
    - second token: the first-token estimate plus one host-TPOT iteration within ``TTFT + TPOT``.
    Disaggregated decode servers do no prefill: only batch, KV and TPOT apply. Prefill servers (a shared
-   pool, *ours*) take the most loaded one whose queued prefill still finishes by the TTFT deadline.
+   pool, *ours*) take the most loaded one whose queued prefill still finishes within ``prefill_slack_share``
+   (0.5) of the time left to the TTFT deadline: the pool runs earliest deadline first, so later and tighter
+   requests jump the queue, and a queue packed to the last millisecond misses (measured, Azure conversation,
+   32 x H100, 120 s at 290 req/s: attainment 85.3% with the whole slack, 99.7% with half).
 4. **Scale-down** (``tick``): every ``scale_down_period_s``, each active server that has been empty for
    ``scale_down_hysteresis_s`` goes back to the idle pool. The gradient is what empties them.
 
@@ -67,6 +70,9 @@ class PolyServeOptions:
     wait_aware: bool = True
     dynamic_chunking: bool = True
     shed: bool = False  # shed requests whose TTFT can no longer be met (with the reason)
+    # share of the remaining TTFT slack a prefill server's queue may fill: EDF lets later, tighter requests
+    # jump the queue, so what is admitted behind it must leave room for them (ours)
+    prefill_slack_share: float = 0.5
     tpot_headroom: float = 0.95  # fraction of the host TPOT a predicted decode iteration may use
     kv_headroom: float = 0.95  # fraction of KV capacity the predicted peak may use
     min_chunk: int = 16  # a server that cannot sustain a prefill chunk this large cannot take new prompts
@@ -180,7 +186,7 @@ class PolyServeRouter:
             if lost_cause:
                 return True
             eta = c.prefill_seconds(s.prefill_tokens + req.input_tokens, cfg.max_num_batched_tokens)
-            return now + eta <= req.ttft_deadline
+            return eta <= o.prefill_slack_share * (req.ttft_deadline - now)
         if c.decode(n, kv_peak) > host_tpot * o.tpot_headroom:
             return False
         if phase == "decode" or lost_cause:
