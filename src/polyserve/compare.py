@@ -172,7 +172,13 @@ def task_goodput(ctx: Context, policy: str, mode: str, kind: str | None, extra: 
 def task_autoscale(ctx: Context, policy: str, mode: str, rate: float, extra: dict | None) -> dict[str, object]:
     model = _model(ctx, None)
     tiers = _tiers(ctx)
-    wl = build_workload(WorkloadSpec(trace=ctx.trace, trace_format=ctx.trace_format, rate=rate), tiers, ctx.seed)
+    tr = read_trace(ctx.trace, ctx.trace_format, tiers)
+    if tr.arrival_s is None:  # a lengths-only trace has nothing to replay: Poisson arrivals over a probe's span
+        spec = WorkloadSpec(trace=ctx.trace, trace_format=ctx.trace_format, rate=rate, arrival="poisson",
+                            duration_s=ctx.goodput.duration_s)
+    else:
+        spec = WorkloadSpec(trace=ctx.trace, trace_format=ctx.trace_format, rate=rate)
+    wl = build_workload(spec, tiers, ctx.seed)
     sim = replace(ctx.sim, mode=mode)
     pol = _policy(policy, mode, replace(ctx, sim=sim), model, extra, autoscale=True)
     res = run_workload(wl, model, pol, sim, ctx.seed)

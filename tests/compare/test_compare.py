@@ -72,3 +72,13 @@ def test_compare_rejects_an_unknown_policy_with_the_registry_names(tmp_path):
     r = CliRunner().invoke(app, ["compare", *TINY, "--out", str(tmp_path), "--policies", "polyserv"])
     assert r.exit_code != 0
     assert "polyserv" in r.output and "polyserve" in r.output
+
+
+def test_compare_on_a_lengths_only_trace_uses_poisson_arrivals_for_the_autoscaled_run(tmp_path):
+    """A trace without timestamps (lengths only) cannot be replayed: its autoscaled run draws Poisson arrivals."""
+    trace = tmp_path / "lengths.csv"
+    trace.write_text("num_prefill_tokens,num_decode_tokens\n" + "".join(f"{200 + 37 * i},{20 + i}\n" for i in range(40)))
+    out = _compare(tmp_path, "--trace", str(trace), "--policies", "polyserve,minimal", "--modes", "colocated",
+                   "--sensitivity-model", "none", "--rate-sweep", "", "--fleet-sizes", "")
+    rows = json.loads((out / "compare.json").read_text())
+    assert all(r["goodput_rps"] > 0 and r["autoscaled_goodput_per_instance_s"] > 0 for r in rows)
