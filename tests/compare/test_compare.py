@@ -77,7 +77,8 @@ def test_compare_rejects_an_unknown_policy_with_the_registry_names(tmp_path):
 def test_compare_on_a_lengths_only_trace_uses_poisson_arrivals_for_the_autoscaled_run(tmp_path):
     """A trace without timestamps (lengths only) cannot be replayed: its autoscaled run draws Poisson arrivals."""
     trace = tmp_path / "lengths.csv"
-    trace.write_text("num_prefill_tokens,num_decode_tokens\n" + "".join(f"{200 + 37 * i},{20 + i}\n" for i in range(40)))
+    rows = "".join(f"{200 + 37 * i},{20 + i}\n" for i in range(40))
+    trace.write_text("num_prefill_tokens,num_decode_tokens\n" + rows)
     out = _compare(tmp_path, "--trace", str(trace), "--policies", "polyserve,minimal", "--modes", "colocated",
                    "--sensitivity-model", "none", "--rate-sweep", "", "--fleet-sizes", "")
     rows = json.loads((out / "compare.json").read_text())
