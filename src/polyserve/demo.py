@@ -24,7 +24,7 @@ DEMO_ARGS = [
     "--rate-sweep", "",
     "--fleet-sizes", "",
 ]
-FULL_RUN = "make compare  (polyserve compare --out runs/compare; README 'Results' has its tables)"
+FULL_RUN = "make compare  (polyserve compare --out runs/compare --duration 300 --warmup 30; README 'Results')"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # a failing command exits through typer
         return int(e.code or 0)
     console.print(f"\nDemo outputs: {out}/ (compare.json, compare.csv, goodput_by_policy.png, ...)", highlight=False)
-    console.print(f"Full run (600 s probes, every baseline and ablation, sweeps): {FULL_RUN}", highlight=False)
+    console.print(f"Full run (300 s probes, every baseline and ablation, sweeps): {FULL_RUN}", highlight=False)
     return 0
 
 
