@@ -51,7 +51,8 @@ LatModel = Annotated[str, typer.Option("--latency-model", help="auto | linear | 
 LatCoef = Annotated[Path | None, typer.Option("--latency-coefficients", help="Coefficients file from `polyserve profile fit` (linear)", dir_okay=False)]
 LatProfile = Annotated[Path | None, typer.Option("--latency-profile", help="Vidur mlp.csv profile (table)", dir_okay=False)]
 Policy = Annotated[str, typer.Option("--policy", help="Router (see `polyserve policies`)")]
-PolicyOption = Annotated[list[str] | None, typer.Option("--policy-option", help="Router option KEY=VALUE, repeatable (e.g. shed=true; `polyserve policies` names the routers)")]
+PolicyOption = Annotated[list[str] | None, typer.Option("--policy-option", help="Router option KEY=VALUE, repeatable (e.g. promotion=false; `polyserve policies` names the routers)")]
+Overload = Annotated[str, typer.Option("--overload", help="A request whose TTFT can no longer be met, for every policy alike: serve (late, after attainable ones) | shed (dropped with the reason)")]
 Scheduler = Annotated[str | None, typer.Option("--scheduler", help="Per-instance scheduler: fcfs | edf | ... (default: the policy's)")]
 Autoscaler = Annotated[str | None, typer.Option("--autoscaler", help="Autoscaler name (default: none, fixed fleet)")]
 Rate = Annotated[float | None, typer.Option("--rate", help="req/s: re-times the trace, or drives synthetic arrivals")]
@@ -120,7 +121,7 @@ def _policy_options(items: list[str] | None) -> dict[str, object]:
 def _common(
     trace, trace_format, tiers, tier_weights, instances, mode, prefill_fraction, kv_link_gbps, cold_start,
     model, gpu, tp, latency_model, latency_coefficients, latency_profile, policy, scheduler, autoscaler,
-    max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step, policy_options=None,
+    max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step, policy_options=None, overload="serve",
 ):
     from polyserve.data import AZURE_CONV
     from polyserve.runner import FleetSpec, PolicySpec, build_model, load_tiers
@@ -141,6 +142,7 @@ def _common(
         instances=instances, mode=mode, prefill_fraction=prefill_fraction, kv_link_gbps=kv_link_gbps,
         cold_start_s=cold_start, max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_num_batched_tokens or default_max_num_batched_tokens(gpu), fast=not step,
+        overload=overload,
     )
     opts = _policy_options(policy_options)
     pol = PolicySpec(router=policy, scheduler=scheduler, autoscaler=autoscaler, router_options=opts)
@@ -194,7 +196,7 @@ def simulate(
     kv_link_gbps: KvLink = 400.0, cold_start: ColdStart = 0.0, model: Model = "llama-3.1-8b", gpu: Gpu = "h100",
     tp: Tp = 1, latency_model: LatModel = "auto", latency_coefficients: LatCoef = None,
     latency_profile: LatProfile = None, policy: Policy = "round-robin", policy_option: PolicyOption = None, scheduler: Scheduler = None,
-    autoscaler: Autoscaler = None, rate: Rate = None, duration: Duration = None, tile: Tile = False,
+    overload: Overload = "serve", autoscaler: Autoscaler = None, rate: Rate = None, duration: Duration = None, tile: Tile = False,
     arrival: Arrival = "trace", num_requests: NumRequests = None, input_len: InputLen = None,
     output_len: OutputLen = None, burstiness: Burstiness = 1.0, seed: Seed = 0, out: Out = None,
     max_num_seqs: MaxSeqs = 256, max_num_batched_tokens: MaxTokens = None,
@@ -209,7 +211,7 @@ def simulate(
         tierset, w, fleet, m, config, pol, trace_path, fmt = _common(
             trace, trace_format, tiers, tier_weights, instances, mode, prefill_fraction, kv_link_gbps,
             cold_start, model, gpu, tp, latency_model, latency_coefficients, latency_profile, policy, scheduler,
-            autoscaler, max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step, policy_option,
+            autoscaler, max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step, policy_option, overload,
         )
         if synthetic or (trace is None and (input_len or output_len) and arrival == "trace"):
             trace_path = None
@@ -251,7 +253,7 @@ def goodput(
     kv_link_gbps: KvLink = 400.0, cold_start: ColdStart = 0.0, model: Model = "llama-3.1-8b", gpu: Gpu = "h100",
     tp: Tp = 1, latency_model: LatModel = "auto", latency_coefficients: LatCoef = None,
     latency_profile: LatProfile = None, policy: Policy = "round-robin", policy_option: PolicyOption = None, scheduler: Scheduler = None,
-    autoscaler: Autoscaler = None, seed: Seed = 0, out: Out = None, max_num_seqs: MaxSeqs = 256,
+    overload: Overload = "shed", autoscaler: Autoscaler = None, seed: Seed = 0, out: Out = None, max_num_seqs: MaxSeqs = 256,
     max_num_batched_tokens: MaxTokens = None, gpu_memory_utilization: GpuMemUtil = 0.9, step: Step = False,
     quiet: Quiet = False,
     target: Annotated[float, typer.Option("--target", help="Attainment threshold")] = 0.9,
@@ -269,7 +271,7 @@ def goodput(
         tierset, w, fleet, m, config, pol, trace_path, fmt = _common(
             trace, trace_format, tiers, tier_weights, instances, mode, prefill_fraction, kv_link_gbps,
             cold_start, model, gpu, tp, latency_model, latency_coefficients, latency_profile, policy, scheduler,
-            autoscaler, max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step, policy_option,
+            autoscaler, max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step, policy_option, overload,
         )
         tr = read_trace(trace_path, fmt, tierset)
         settings = GoodputSettings(target=target, duration_s=duration, warmup_s=warmup, rel_tol=rel_tol,

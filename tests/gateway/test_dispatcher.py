@@ -53,11 +53,11 @@ class Recorder:
 
 
 def make(
-    n: int = 2, policy: str = "polyserve", max_seqs: int = 256, **opts: object
+    n: int = 2, policy: str = "polyserve", max_seqs: int = 256, shed: bool = False, **opts: object
 ) -> tuple[Dispatcher, Clock, Recorder]:
     clock, act = Clock(), Recorder()
     router = make_router(policy, random.Random(0), **opts)
-    d = Dispatcher(TIERS, FleetConfig(400_000, max_seqs), MODEL, router, act, n, clock=clock)
+    d = Dispatcher(TIERS, FleetConfig(400_000, max_seqs), MODEL, router, act, n, clock=clock, shed=shed)
     return d, clock, act
 
 
@@ -185,6 +185,23 @@ def test_shedding_fails_the_future_and_max_pending_raises() -> None:
         with pytest.raises(Shed) as e:
             d2.acquire(info(2, d2)).result()
         assert e.value.status == 503
+
+    run(main())
+    asyncio.set_event_loop(None)
+
+
+@pytest.mark.parametrize("policy", ["polyserve", "minimal", "round-robin"])
+def test_shedding_is_the_same_contract_for_every_router(policy: str) -> None:
+    """The overload contract is the dispatcher's, not PolyServe's: a late request is shed whatever the router."""
+
+    async def main():
+        d, _clock, _act = make(1, policy=policy, shed=True)
+        with pytest.raises(Shed, match="TTFT deadline can no longer be met"):
+            d.acquire(RequestInfo(0, d.now() - 10, 16, 3, 1.0, 0.1, 32)).result()
+        ok = d.acquire(info(1, d))
+        assert ok.result() == 0
+        d2, _, _ = make(1, policy=policy, shed=False)
+        assert d2.acquire(RequestInfo(0, d2.now() - 10, 16, 3, 1.0, 0.1, 32)).result() == 0
 
     run(main())
     asyncio.set_event_loop(None)

@@ -153,22 +153,9 @@ def test_d_pending_when_no_idle_server_and_nothing_fits():
     assert d == RoutingDecision("pending", None, "no server can meet the deadlines")
 
 
-def test_d_shed_with_reason_once_ttft_cannot_be_met():
-    """Shedding on: at 0.58 s even an idle server needs 26.3 ms of prefill, past the 0.6 s deadline: shed."""
-    f = build(2, {0: (T20, 1)})
-    d = router(shed=True).route(req(1, T20), f, 0.58, "mixed")
-    assert d == RoutingDecision("shed", None, "TTFT deadline can no longer be met")
-
-
-def test_d_no_shed_while_the_ttft_can_still_be_met():
-    """Shedding on, but at 0.57 s the best-case first token (0.596 s) is still in time: not shed."""
-    f = build(2, {0: (T20, 1)})
-    d = router(shed=True).route(req(1, T20), f, 0.57, "mixed")
-    assert d.action != "shed"
-
-
-def test_d_shedding_disabled_keeps_lost_causes_and_places_them_where_batch_room_is():
-    """Shedding off (default): a lost cause is never shed; it is placed on a server with batch room."""
+def test_d_router_never_sheds_lost_causes_and_places_them_where_batch_room_is():
+    """Shedding is the driver's overload contract (tests/policy/test_overload.py), not the router's: a lost
+    cause the driver hands over is placed on a server with batch room, or waits for one."""
     f = build(2, {0: (T20, 1)})
     d = router().route(req(1, T20), f, 5.0, "mixed")
     assert (d.action, d.server) == ("dispatch", 0)

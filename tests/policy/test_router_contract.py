@@ -168,7 +168,8 @@ def test_router_refuses_an_option_it_does_not_take(name):
 
 
 def test_cli_policy_option_reaches_the_router(tmp_path):
-    """`--policy-option shed=true` turns PolyServe's shedding on (the summary records the options)."""
+    """`--policy-option` reaches the router (the summary records the options); `shed` is no router option any
+    more (the driver's `--overload shed` is, for every policy alike), so it is refused, naming the allowed ones."""
     import json
 
     from typer.testing import CliRunner
@@ -176,10 +177,10 @@ def test_cli_policy_option_reaches_the_router(tmp_path):
     from polyserve.cli import app
 
     args = ["simulate", "--num-requests", "30", "--rate", "5", "--instances", "2", "--quiet", "--policy", "polyserve",
-            "--policy-option", "shed=true", "--policy-option", "tpot_headroom=0.9", "--out", str(tmp_path)]
+            "--policy-option", "promotion=false", "--policy-option", "tpot_headroom=0.9", "--out", str(tmp_path)]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     s = json.loads((tmp_path / "summary.json").read_text())
-    assert s["policy"]["router_options"] == {"shed": True, "tpot_headroom": 0.9}
-    bad = CliRunner().invoke(app, [*args[:-4], "--policy-option", "shedd=true", "--out", str(tmp_path)])
-    assert bad.exit_code == 2 and "shedd" in bad.output and "allowed" in bad.output
+    assert s["policy"]["router_options"] == {"promotion": False, "tpot_headroom": 0.9}
+    bad = CliRunner().invoke(app, [*args[:-4], "--policy-option", "shed=true", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "shed" in bad.output and "allowed" in bad.output

@@ -134,8 +134,6 @@ class Gateway:
         self.model = latency_model if latency_model is not None else build_gateway_model(eng)
         self.kv_capacity = int(eng.kv_capacity_tokens or self.model.deployment.kv_capacity_tokens)  # type: ignore[attr-defined]
         options = dict(config.policy_options)
-        if config.policy.startswith("polyserve") and "shed" not in options:
-            options["shed"] = config.shedding
         self.router = make_router(config.policy, random.Random(config.seed), **options)
         self.backends = backends or [Backend(i, b.url, b.priority) for i, b in enumerate(config.backends)]
         self.actuator: Actuator = actuator or StaticActuator()
@@ -150,6 +148,7 @@ class Gateway:
             clock=clock,
             max_pending=config.max_pending if config.shedding else None,
             on_scale=self._on_scale,
+            shed=config.shedding,
         )
         self.metrics.bind(
             self.dispatcher.pending_by_tier,

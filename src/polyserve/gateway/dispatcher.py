@@ -7,7 +7,8 @@ twin of ``polyserve.sim.cluster.Simulation``'s ``_route`` / ``_retry_pending`` /
   (``FleetState.on_dispatch``) and resolve the request's future with the server id; on ``pending`` queue it
   in ``fleet.pending``; on ``shed``/``reject`` fail the future (``Shed`` / ``Refused``);
 - pending requests are retried on every finish, on every tick and when a backend comes back: heads only,
-  tightest tier first; lost causes (the router's ``is_lost``) wait until no attainable request is pending;
+  tightest tier first; lost causes (the overload contract, ``policy/overload.py``, the same for every
+  router) are shed with ``shed=True``, else wait until no attainable request is pending;
 - ``first_token`` / ``tokens`` / ``finish`` feed the ledger from what has streamed back (the gateway's own
   accounting: it cannot see inside the engines);
 - ``tick()``: the router's periodic scale-down, then the pending retries.
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from polyserve.core.fleet import FleetConfig, FleetState, IterationTimeModel, RequestInfo, ScaleAction
 from polyserve.core.tiers import TierSet
 from polyserve.gateway.actuator import Actuator
+from polyserve.policy.overload import LOST_REASON, LostCauseTest
 
 
 class Shed(Exception):
@@ -60,6 +62,7 @@ class Dispatcher:
         clock: Callable[[], float],
         max_pending: int | None = None,
         on_scale: Callable[[ScaleAction, str], None] | None = None,
+        shed: bool = False,
     ) -> None:
         self.tiers = tiers
         self.router = router
@@ -73,7 +76,8 @@ class Dispatcher:
         self._waiting: dict[int, asyncio.Future[int]] = {}
         self._lost: deque[RequestInfo] = deque()
         self.parked: set[int] = set()
-        self._lost_fn = getattr(router, "is_lost", None)
+        self.shed = shed
+        self._lost_test = LostCauseTest(model, config.max_num_seqs, config.max_num_batched_tokens)
         self._tick_fn = getattr(router, "tick", None)
         self._initial_fleet()
 
@@ -136,7 +140,12 @@ class Dispatcher:
         already do, and with ``Shed`` (429) or ``Refused`` if the router sheds or rejects it."""
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiting[info.rid] = fut
-        self._route(info, self.now(), queued=False)
+        now = self.now()
+        if self.shed and self._lost_test.lost_info(info, now, "mixed"):
+            self._waiting.pop(info.rid)
+            fut.set_exception(Shed(LOST_REASON))
+            return fut
+        self._route(info, now, queued=False)
         return fut
 
     def _route(self, info: RequestInfo, now: float, queued: bool) -> bool:
@@ -206,15 +215,20 @@ class Dispatcher:
             now = self.now()
         f = self.fleet
         waiting = self._waiting
-        lost_fn = self._lost_fn
+        lost_fn = self._lost_test.lost_info
         for q in f.pending:
             while q:
                 info = q[0]
                 if info.rid not in waiting:
                     q.popleft()
                     continue
-                if lost_fn is not None and lost_fn(info, f, now, "mixed"):
+                if lost_fn(info, now, "mixed"):
                     q.popleft()
+                    if self.shed:
+                        fut = waiting.pop(info.rid)
+                        if not fut.done():
+                            fut.set_exception(Shed(LOST_REASON))
+                        continue
                     self._lost.append(info)
                     continue
                 q.popleft()

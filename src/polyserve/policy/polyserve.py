@@ -19,8 +19,9 @@ The algorithm (``../shared/design/polyserve.md`` §2; choices the paper leaves o
    c'. *ours*: a tier that owns no server at all, with none idle, takes the least loaded looser-tier tail
       server whose batch still fits its TPOT (a fleet with fewer servers than tiers would else starve it);
    d. else **pending**: the driver retries on every completion and tick. Once the request's TTFT can no
-      longer be met it is a lost cause (*ours*): shed with the reason if shedding is enabled, else placed
-      as soon as a server has *batch* room (TPOT and KV still protected for everyone else), so it
+      longer be met it is a lost cause: the driver's overload contract (``overload.py``, the same for every
+      router) sheds it or serves it after every attainable request; when it is served, the router places
+      it as soon as a server has *batch* room (TPOT and KV still protected for everyone else), so it
       completes late instead of hanging.
 3. **Attainable?** From a linear cost surrogate of the latency model (``cost.py``), in O(1) per server:
    - batch: one more than the server's outstanding requests, at most ``max_num_seqs``;
@@ -69,7 +70,6 @@ class PolyServeOptions:
     gradient: bool = True
     wait_aware: bool = True
     dynamic_chunking: bool = True
-    shed: bool = False  # shed requests whose TTFT can no longer be met (with the reason)
     # share of the remaining TTFT slack a prefill server's queue may fill: EDF lets later, tighter requests
     # jump the queue, so what is admitted behind it must leave room for them (ours)
     prefill_slack_share: float = 0.5
@@ -230,12 +230,9 @@ class PolyServeRouter:
                 return sid
         return None
 
-    def is_lost(self, req: RequestInfo, fleet: FleetState, now: float, phase: Phase) -> bool:
-        """For the driver's pending retries: lost causes wait until no attainable request is pending."""
-        return self._lost_cause(req, fleet, now, phase)
-
     def _lost_cause(self, req: RequestInfo, fleet: FleetState, now: float, phase: Phase) -> bool:
-        """True when even an idle server could not produce the first token by its deadline."""
+        """True when even an idle server could not produce the first token by its deadline (the same test as
+        the driver's overload contract, ``overload.LostCauseTest``)."""
         if phase == "decode":
             return False
         c = self.cost(fleet)
@@ -251,8 +248,6 @@ class PolyServeRouter:
             self._seen[req.rid] = now
             self._arrivals[req.tier].append((now, req.input_tokens))
         lost = self._lost_cause(req, fleet, now, phase)
-        if lost and self.o.shed:
-            return RoutingDecision("shed", None, "TTFT deadline can no longer be met")
         if phase == "prefill":
             sid = self._pick(fleet, None, "prefill", req, 0.0, now, phase, lost)
             if sid is not None:

@@ -30,6 +30,7 @@ from polyserve.core.fleet import FleetConfig, FleetState, RequestInfo, RoutingDe
 from polyserve.latency.base import kv_transfer_time
 from polyserve.metrics.records import ATTAINED, REJECTED, SHED, UNFINISHED, VIOLATED, RequestRecords
 from polyserve.policy.base import Autoscaler, InstanceScheduler, Router
+from polyserve.policy.overload import LOST_REASON, LostCauseTest
 from polyserve.sim.config import SimConfig
 from polyserve.sim.instance import Instance
 from polyserve.sim.request import DECODING, DONE, PENDING, TRANSFER, SimRequest
@@ -93,6 +94,10 @@ class Simulation:
         self.aborted = False
         self.kv_capacity = model.deployment.kv_capacity_tokens
         roles = config.roles()
+        # the overload contract, the same for every router (policy/overload.py)
+        self.lost_test = LostCauseTest(model, config.max_num_seqs, config.max_num_batched_tokens)
+        self._shed = config.overload == "shed"
+        shed_fn = self._engine_lost if self._shed else None
         self.fleet = FleetState(
             workload.tiers,
             FleetConfig(
@@ -115,6 +120,7 @@ class Simulation:
                 max_num_seqs=config.max_num_seqs,
                 max_num_batched_tokens=config.max_num_batched_tokens,
                 fast=config.fast,
+                shed_lost=shed_fn,
             )
             for sid, role in enumerate(roles)
         ]
@@ -181,6 +187,18 @@ class Simulation:
 
     def on_preempt(self, inst: Instance, req: SimRequest, t: int) -> None:
         self.stats.preemptions += 1
+
+    def on_shed(self, inst: Instance, req: SimRequest, t: int) -> None:
+        """Overload ``shed``: a lost cause dropped from an engine's waiting queue before its prefill began."""
+        self.fleet.on_finish(req.rid, t / NS, None)
+        self.stats.decisions["shed_in_engine"] = self.stats.decisions.get("shed_in_engine", 0) + 1
+        self._end(req, SHED, t, f"{LOST_REASON} (in server {inst.sid}'s queue)")
+        srv = self.fleet.servers[inst.sid]
+        if srv.draining and srv.num_requests == 0:
+            self._release(inst.sid, t, "drained")
+
+    def _engine_lost(self, req: SimRequest, t: int) -> bool:
+        return self.lost_test.lost(req.input_tokens, (req.arrival + req.ttft) / NS, t / NS)
 
     # ---- event plumbing ---------------------------------------------------------------------------------
     def _push(self, t: int, cls: int, tiebreak: int, obj: object, version: int = 0) -> None:
@@ -308,6 +326,9 @@ class Simulation:
                 f"an instance's KV capacity ({self.kv_capacity} tokens)",
             )
             return
+        if self._shed and self.lost_test.lost(req.input_tokens, (t + req.ttft) / NS, t / NS):
+            self._end(req, SHED, t, f"{LOST_REASON} (on arrival)")
+            return
         self._route(req, t, "mixed" if self._phase_mixed else "prefill")
 
     def _route(self, req: SimRequest, t: int, phase: str, queued: bool = False) -> bool:
@@ -368,15 +389,16 @@ class Simulation:
     def _retry_pending(self, t: int) -> None:
         """Re-route pending requests: attainable ones first, tightest tier first, oldest first.
 
-        Lost causes (the router's ``is_lost``: the TTFT can no longer be met) are moved off the tier queues
-        as they reach the head, and are counted as violations at once (their fate is sealed). They are retried
-        only when no attainable request is left waiting in that phase: a late request must not take capacity
-        from one that can still make it (else overload snowballs: everyone queued behind lost causes becomes
-        one). Each retry looks at the heads only, so it costs O(tiers) however long the queues grow.
+        Lost causes (the overload contract's test, the same for every router: the TTFT can no longer be met)
+        leave the tier queues as they reach the head and are counted as violations at once (their fate is
+        sealed). Overload ``shed``: they are dropped with the reason. ``serve``: they are retried only when
+        no attainable request is left waiting in that phase: a late request must not take capacity from one
+        that can still make it (else overload snowballs: everyone queued behind lost causes becomes one).
+        Each retry looks at the heads only, so it costs O(tiers) however long the queues grow.
         """
         f = self.fleet
         now = t / NS
-        lost_fn = getattr(self.router, "is_lost", None)
+        lost_fn = self.lost_test.lost_info
         main_phase = "mixed" if self._phase_mixed else "prefill"
         for phase, queues in (("decode", f.pending_decode), (main_phase, f.pending)):
             lost_q = self._lost[phase]
@@ -387,8 +409,11 @@ class Simulation:
                     if req is None:
                         q.popleft()
                         continue
-                    if lost_fn is not None and lost_fn(info, f, now, phase):
+                    if lost_fn(info, now, phase):  # type: ignore[arg-type]
                         q.popleft()
+                        if self._shed:
+                            self._end(req, SHED, t, f"{LOST_REASON} (pending in the router)")
+                            continue
                         lost_q.append(info)
                         self._count_violation(req)
                         continue

@@ -34,6 +34,9 @@ class SimConfig:
     fast: bool = True  # plan runs of identical decode iterations at once (exactly equal results)
     output_len_prior: float = 256.0  # expected output length before a tier has a finished request
     send_max_tokens: bool = False  # tell the policy each request's true output length as max_tokens
+    # what happens to a request whose TTFT can no longer be met, for every router alike
+    # (``policy/overload.py``): "serve" it late, after every attainable request, or "shed" it with the reason
+    overload: str = "serve"
 
     def __post_init__(self) -> None:
         if self.instances < 1:
@@ -54,6 +57,8 @@ class SimConfig:
             raise ConfigError(f"stall_ticks must be >= 1, got {self.stall_ticks}")
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
             raise ConfigError("max_num_seqs and max_num_batched_tokens must be >= 1")
+        if self.overload not in ("serve", "shed"):
+            raise ConfigError(f"--overload must be serve or shed, got {self.overload!r}")
         if self.horizon_s is not None and not self.horizon_s > 0:
             raise ConfigError(f"horizon must be > 0 s, got {self.horizon_s}")
 

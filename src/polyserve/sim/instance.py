@@ -48,6 +48,9 @@ class Host(Protocol):
     def on_finish(self, inst: Instance, req: SimRequest, t: int) -> None: ...
     def on_handoff(self, inst: Instance, req: SimRequest, t: int) -> None: ...
     def on_preempt(self, inst: Instance, req: SimRequest, t: int) -> None: ...
+    def on_shed(self, inst: Instance, req: SimRequest, t: int) -> None:
+        """Only called when the instance was built with ``shed_lost``: ``req`` left the waiting queue unserved."""
+        ...
 
 
 class Instance:
@@ -63,8 +66,13 @@ class Instance:
         max_num_seqs: int = 256,
         max_num_batched_tokens: int = 8192,
         fast: bool = True,
+        shed_lost: Callable[[SimRequest, int], bool] | None = None,
     ) -> None:
+        """``shed_lost(req, now)``: the overload contract's test (``policy/overload.py``, mode ``shed``); a
+        waiting request that has produced no token and for which it is true is dropped at the head of the
+        queue and handed to ``host.on_shed``. None: nothing is ever dropped (vLLM's behaviour)."""
         self.sid = sid
+        self.shed_lost = shed_lost
         self.role = role  # "mixed" | "prefill" | "decode"
         self.model = model
         self.kv_capacity = kv_capacity
@@ -446,6 +454,11 @@ class Instance:
                 req = self._peek_waiting()
                 if req is None:
                     break
+                if self.shed_lost is not None and req.generated == 0 and self.shed_lost(req, now):
+                    self._pop_waiting()
+                    req.state = DONE
+                    self.host.on_shed(self, req, now)
+                    continue
                 if budget <= 0:
                     blocked_by_budget = True
                     break
