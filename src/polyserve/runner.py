@@ -133,7 +133,7 @@ def run_workload(
         tier_violation_budget=tier_violation_budget,
     )
     stats = sim.run()
-    summary = summarize(workload, sim.records, window=window)
+    summary = summarize(workload, sim.records, window=window, end_s=stats.end_ns / 1e9)
     st = stats
     summary["instance_seconds"] = round(st.instance_ns / 1e9, 6)
     summary["attained_per_instance_s"] = (

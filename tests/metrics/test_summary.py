@@ -146,3 +146,21 @@ def test_request_cut_by_the_horizon_is_unfinished_and_not_attained():
     s = res.summary
     assert s["status"]["unfinished"] == 1 and s["attained"] == 1 and s["attainment"] == 0.5
     assert s["tiers"]["t100"]["requests"] == 2 and s["tiers"]["t100"]["completed"] == 1
+
+
+def test_ttft_of_all_requests_counts_the_unfinished_and_leaves_out_the_shed():
+    """``ttft_ms_all``: #0 100, #1 200, #2 400 ms, #3 (first token at 400 ms, unfinished) 100 ms; #4 was shed
+    (an explicit error, no TTFT); shed fraction 1/5. A request with no first token by the end counts with
+    the time it had waited: with #3's first token unknown and the run ending at 2.3 s it counts 2000 ms."""
+    wl, rec = hand_built()
+    s = summarize(wl, rec, end_s=2.3)
+    assert s["shed_fraction"] == 0.2
+    assert s["ttft_ms_all"]["p50"] == 150.0  # {100, 100, 200, 400}
+    rec.first_token[3] = -1
+    s = summarize(wl, rec, end_s=2.3)
+    vals = np.array([100.0, 200.0, 400.0, 2000.0])
+    assert s["ttft_ms_all"]["p99"] == round(float(np.percentile(vals, 99)), 4)
+    assert s["ttft_ms_all"]["p99.9"] > s["ttft_ms_all"]["p99"] > 1900
+    # t30: #2 400 / 1010 ms SLO and #3 2000 / 1010 -> p99 of {0.396, 1.980}
+    assert s["tiers"]["t30"]["ttft_over_slo_p99"] == round(float(np.percentile([400 / 1010, 2000 / 1010], 99)), 6)
+    assert s["tiers"]["t100"]["shed_fraction"] == 1.0 and s["tiers"]["t100"]["ttft_ms_all"]["p50"] is None

@@ -21,6 +21,8 @@ from polyserve.metrics.records import (
     ATTAINED,
     NO_SLACK,
     NOT_ARRIVED,
+    REJECTED,
+    SHED,
     STATUS_NAMES,
     UNFINISHED,
     VIOLATED,
@@ -41,6 +43,31 @@ def percentiles_ms(values_s: np.ndarray) -> dict[str, float | None]:
     return out
 
 
+TAIL_PCTS = (50.0, 99.0, 99.9)
+
+
+def tail_ms(values_s: np.ndarray) -> dict[str, float | None]:
+    """p50/p99/p99.9 in ms (None when empty): the tail figures of *all* requests."""
+    keys = ("p50", "p99", "p99.9")
+    if values_s.size == 0:
+        return dict.fromkeys(keys)
+    q = np.percentile(values_s, TAIL_PCTS) * 1e3
+    return {k: round(float(v), 4) for k, v in zip(keys, q, strict=True)}
+
+
+def ttft_all(workload, rec: RequestRecords, end_s: float | None) -> np.ndarray:
+    """TTFT in seconds of every request that was served or is still waiting, attained or not (NaN for shed
+    and rejected requests, which got an explicit error instead of a token). A request with no first token by
+    the run's end ``end_s`` counts with the time it had waited by then (a lower bound on its TTFT), so a
+    request left waiting is never dropped from the tail; with ``end_s`` None it counts as infinite."""
+    arr = workload.arrival_s
+    ft = np.where(rec.first_token >= 0, rec.first_token / NS - arr, np.nan)
+    waiting = (rec.first_token < 0) & (rec.status != SHED) & (rec.status != REJECTED) & (rec.status != NOT_ARRIVED)
+    if waiting.any():
+        ft[waiting] = (end_s - arr[waiting]) if end_s is not None else np.inf
+    return ft
+
+
 def derived_columns(workload, rec: RequestRecords) -> dict[str, np.ndarray]:
     """Per-request latencies in seconds (NaN where undefined)."""
     arr = workload.arrival_s
@@ -57,11 +84,17 @@ def derived_columns(workload, rec: RequestRecords) -> dict[str, np.ndarray]:
 
 
 def summarize(
-    workload, rec: RequestRecords, *, window: tuple[float, float] | None = None
+    workload, rec: RequestRecords, *, window: tuple[float, float] | None = None, end_s: float | None = None
 ) -> dict[str, object]:
     """Attainment and latency figures, overall and per tier.
 
     ``window``: only requests arriving in ``[start, end)`` seconds count (goodput runs exclude warm-up).
+    ``end_s``: when the run ended (for the TTFT of requests still waiting then, ``ttft_all``).
+
+    ``ttft_ms`` is over completed requests (as vLLM reports it); ``ttft_ms_all`` is over every request that
+    was not shed or rejected, attained or not, waiting ones included: the tail a user sees.
+    ``ttft_over_slo_p99`` is the p99 of TTFT / the request's TTFT SLO over the same requests (the tail bound
+    of the headline goodput compares it with 2). ``shed_fraction``: shed / requests.
     """
     arrived = rec.status != NOT_ARRIVED
     if window is not None:
@@ -69,9 +102,15 @@ def summarize(
     d = derived_columns(workload, rec)
     status = rec.status
     tiers = workload.tiers
+    t_all = ttft_all(workload, rec, end_s)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t_norm = t_all / (workload.ttft_ms / 1e3)
+    served = ~np.isnan(t_all)
 
     def block(mask: np.ndarray) -> dict[str, object]:
         n = int(mask.sum())
+        m_all = mask & served
+        p99n = float(np.percentile(t_norm[m_all], 99)) if m_all.any() else None
         att = int((mask & (status == ATTAINED)).sum())
         fin = mask & d["finished"]
         ttft_ok = mask & (rec.ttft_slack != NO_SLACK) & (rec.ttft_slack >= 0)
@@ -86,6 +125,9 @@ def summarize(
             "ttft_ms": percentiles_ms(d["ttft"][fin]),
             "tpot_ms": percentiles_ms(d["tpot"][fin & ~np.isnan(d["tpot"])]),
             "e2e_ms": percentiles_ms(d["e2e"][fin]),
+            "ttft_ms_all": tail_ms(t_all[m_all]),
+            "ttft_over_slo_p99": None if p99n is None else (round(p99n, 6) if math.isfinite(p99n) else math.inf),
+            "shed_fraction": round(int((mask & (status == SHED)).sum()) / n, 6) if n else None,
         }
 
     overall = block(arrived)
@@ -111,6 +153,9 @@ def summarize(
         "throughput_rps": round(overall["completed"] / span, 6) if span else None,
         "goodput_rps": round(overall["attained"] / span, 6) if span else None,
         "ttft_ms": overall["ttft_ms"],
+        "ttft_ms_all": overall["ttft_ms_all"],
+        "ttft_over_slo_p99": overall["ttft_over_slo_p99"],
+        "shed_fraction": overall["shed_fraction"],
         "tpot_ms": overall["tpot_ms"],
         "e2e_ms": overall["e2e_ms"],
         "scheduling_delay_ms": percentiles_ms(d["sched"][arrived & ~np.isnan(d["sched"])]),
