@@ -3,17 +3,27 @@
 Method (README "Definitions"): arrivals are Poisson at the candidate rate, each request's (prompt, output)
 pair resampled from the trace, for a fixed simulated duration (default 600 s) of which the first ``warmup``
 seconds (default 60) are excluded, so every candidate has a steady state. The seed is the same at every
-step (common random numbers: request *i* has the same lengths and tier at every rate). The search brackets
-the goodput from a starting rate (x1.25 up while runs pass, x0.8 down while they fail), then bisects to a
-relative tolerance (default 2%).
+step (common random numbers: request *i* has the same lengths and tier at every rate).
 
-Two criteria: ``overall`` (attainment over all requests >= target) and ``all_tiers`` (every tier >= target,
-so a policy cannot buy its figure by sacrificing one tier). ``all_tiers`` goodput is never above ``overall``,
-so its search starts below the overall figure.
+Three criteria, each stricter than the one before (so their goodputs never increase):
+- ``overall``: attainment over all measured requests >= target;
+- ``all_tiers``: every tier >= target, so a policy cannot buy its figure by sacrificing one tier;
+- ``tail_bounded`` (the headline): ``all_tiers`` and, in every tier, the p99 of TTFT / TTFT SLO over *all*
+  its requests that were not shed (attained or not, waiting ones counted with their wait) is at most
+  ``tail_factor`` (2): a request left waiting for minutes is a failure the user sees, even when it is one of
+  the 10% the target forgives.
 
-Runs stop early once more measured requests have missed their SLO than the target allows (the verdict is
-then known); a run also stops at the last deadline any request could still meet, and what is unfinished
-then counts as missed.
+Search: the upper end is the work bound (``sim/bound.py``), a rate no policy can pass above, computed on the
+same workload; the search starts below it (``start_rate`` or 0.7 x the bound), steps down x0.85 while
+failing (up x1.15 while passing, never past the bound), then bisects to ``rel_tol`` (default 1%). Each
+candidate rate is simulated once and judged on all three criteria; searches of the later criteria reuse
+those runs. A run stops early once more measured requests have missed than the overall target allows (all
+three verdicts are then "fail"); a run also stops at the last deadline any request could still meet, and
+what is unfinished then counts as missed.
+
+Stationarity: every simulated candidate records its attainment in each quarter of the counted window, so a
+report can show that the warm-up was long enough (``stationarity``: the largest gap between a quarter and
+the whole window, at the goodput rate).
 """
 
 from __future__ import annotations
@@ -22,13 +32,15 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from polyserve.core.errors import ConfigError
 from polyserve.core.tiers import TierSet
+from polyserve.metrics.records import ATTAINED
 from polyserve.runner import PolicySpec, SimResult, run_workload
+from polyserve.sim.bound import BoundSetup, work_bound_rps
 from polyserve.sim.config import SimConfig
 from polyserve.workload import TraceData, poisson_lengths_workload
+
+CRITERIA = ("overall", "all_tiers", "tail_bounded")
 
 
 @dataclass(frozen=True)
@@ -36,9 +48,11 @@ class GoodputSettings:
     target: float = 0.9
     duration_s: float = 600.0
     warmup_s: float = 60.0
-    rel_tol: float = 0.02  # stop bisecting when (hi - lo) / hi < rel_tol
-    max_evals: int = 24
-    start_rate: float | None = None  # first candidate; default 2 req/s per instance (compare: 0.9 x bound)
+    rel_tol: float = 0.01  # stop bisecting when (hi - lo) / hi < rel_tol
+    max_evals: int = 40  # simulated candidates per criterion at most
+    start_rate: float | None = None  # first candidate; default 0.7 x the work bound
+    tail_factor: float = 2.0  # tail_bounded: every tier's p99 TTFT / TTFT SLO (all requests) at most this
+    use_bound: bool = True  # False: search without the work bound above (tests use it to check the bound)
 
     def __post_init__(self) -> None:
         if not 0 < self.target <= 1:
@@ -47,19 +61,25 @@ class GoodputSettings:
             raise ConfigError(f"need 0 <= warmup ({self.warmup_s}) < duration ({self.duration_s})")
         if not 0 < self.rel_tol < 1:
             raise ConfigError(f"rel_tol must be in (0, 1), got {self.rel_tol}")
+        if not (math.isfinite(self.tail_factor) and self.tail_factor > 0):
+            raise ConfigError(f"tail_factor must be a finite number > 0, got {self.tail_factor}")
+        if self.start_rate is not None and not (math.isfinite(self.start_rate) and self.start_rate > 0):
+            raise ConfigError(f"--start-rate must be > 0 req/s, got {self.start_rate}")
 
 
 @dataclass
 class Probe:
-    """One simulated candidate rate."""
+    """One simulated candidate rate, judged on every criterion."""
 
     rate: float
-    criterion: str
-    passed: bool
+    passed: dict[str, bool]
     attainment: float | None  # over measured requests (None if the run stopped early)
     tier_attainment: dict[str, float | None]
+    tier_ttft_over_slo_p99: dict[str, float | None]
+    shed_fraction: float | None
     measured: int
     aborted: bool
+    quarters: list[float | None]  # attainment in each quarter of the counted window (stationarity)
 
 
 @dataclass
@@ -67,9 +87,14 @@ class GoodputResult:
     goodput_rps: float
     goodput_rps_all_tiers: float
     target: float
+    goodput_rps_tail_bounded: float = 0.0
+    bound_rps: float | None = None  # work bound, overall criterion (sim/bound.py)
+    bound_rps_all_tiers: float | None = None  # work bound with every tier at the target
     probes: list[Probe] = field(default_factory=list)
     at_goodput: dict[str, object] | None = None  # summary of the run at goodput_rps (full, not aborted)
     at_goodput_all_tiers: dict[str, object] | None = None
+    at_goodput_tail_bounded: dict[str, object] | None = None
+    stationarity: dict[str, object] | None = None  # quarters of the counted window at the headline rate
 
 
 def _horizon(wl) -> float:
@@ -81,7 +106,7 @@ def _horizon(wl) -> float:
 
 
 class GoodputSearch:
-    """Evaluate candidate rates for one (fleet, policy, trace) and search both criteria."""
+    """Evaluate candidate rates for one (fleet, policy, trace, seed) and search every criterion."""
 
     def __init__(
         self,
@@ -94,7 +119,10 @@ class GoodputSearch:
         settings: GoodputSettings,
         progress: Callable[[str], None] | None = None,
         use_tier_column: bool = True,
+        bounds: tuple[float, float] | None = None,
     ) -> None:
+        """``bounds``: (overall, all-tiers) work bounds if already known for this workload (they depend on
+        the trace, fleet, model, seed and window, not on the policy), else computed on first use."""
         self.trace = trace
         self.use_tier_column = use_tier_column  # False: explicit tier weights override a trace's tier column
         self.tiers = tiers
@@ -105,91 +133,139 @@ class GoodputSearch:
         self.s = settings
         self.progress = progress
         self.probes: list[Probe] = []
-        self._cache: dict[tuple[float, str], Probe] = {}
+        self._cache: dict[float, tuple[Probe, dict[str, object] | None]] = {}
+        self._bounds = bounds
 
-    def run_at(self, rate: float, criterion: str | None = None) -> SimResult:
-        """One run at ``rate``; with a criterion, it may stop early once that criterion has failed."""
+    def workload(self, rate: float):
+        return poisson_lengths_workload(self.trace, rate, self.s.duration_s, self.tiers, self.seed,
+                                        self.use_tier_column)
+
+    @property
+    def window(self) -> tuple[float, float]:
+        return (self.s.warmup_s, self.s.duration_s)
+
+    def bounds(self) -> tuple[float, float]:
+        """(overall, every-tier) work bounds for this workload, in req/s."""
+        if self._bounds is None:
+            setup = BoundSetup.for_sim(self.model, self.config)
+            start = self.s.start_rate or 4.0 * self.config.instances
+            b = work_bound_rps(self.workload, setup, self.window, self.s.target, False, start)
+            b_all = work_bound_rps(self.workload, setup, self.window, self.s.target, True, b)
+            self._bounds = (b, min(b, b_all))
+        return self._bounds
+
+    def run_at(self, rate: float, early_stop: bool = False) -> SimResult:
+        """One run at ``rate``; ``early_stop``: it may stop once the overall target is out of reach."""
         s = self.s
-        wl = poisson_lengths_workload(self.trace, rate, s.duration_s, self.tiers, self.seed, self.use_tier_column)
+        wl = self.workload(rate)
         cfg = SimConfig(**{**self.config.to_dict(), "horizon_s": _horizon(wl)})
-        win = (s.warmup_s, s.duration_s)
-        measured = (wl.arrival_s >= win[0]) & (wl.arrival_s < win[1])
-        budget = tier_budget = None
-        if criterion == "overall":
+        win = self.window
+        budget = None
+        if early_stop:
+            measured = (wl.arrival_s >= win[0]) & (wl.arrival_s < win[1])
             budget = math.floor((1 - s.target) * int(measured.sum()) + 1e-9)
-        elif criterion == "all_tiers":
-            counts = np.bincount(wl.tier[measured].astype(np.intp), minlength=len(self.tiers))
-            tier_budget = [math.floor((1 - s.target) * int(c) + 1e-9) for c in counts]
-        return run_workload(
-            wl,
-            self.model,
-            self.policy,
-            cfg,
-            self.seed,
-            window=win,
-            violation_budget=budget,
-            tier_violation_budget=tier_budget,
-        )
+        return run_workload(wl, self.model, self.policy, cfg, self.seed, window=win, violation_budget=budget)
 
-    def probe(self, rate: float, criterion: str) -> Probe:
-        key = (round(rate, 9), criterion)
+    def _quarters(self, res: SimResult) -> list[float | None]:
+        wl, rec = res.workload, res.records
+        w0, w1 = self.window
+        out: list[float | None] = []
+        for k in range(4):
+            a, b = w0 + (w1 - w0) * k / 4, w0 + (w1 - w0) * (k + 1) / 4
+            m = (wl.arrival_s >= a) & (wl.arrival_s < b)
+            n = int(m.sum())
+            out.append(round(int((m & (rec.status == ATTAINED)).sum()) / n, 6) if n else None)
+        return out
+
+    def verdicts(self, sm: dict[str, object]) -> dict[str, bool]:
+        tgt = self.s.target - 1e-12
+        tiers = sm["tiers"]  # type: ignore[index]
+        att = sm["attainment"]
+        overall = att is not None and att >= tgt  # type: ignore[operator]
+        every = all(v["attainment"] is None or v["attainment"] >= tgt for v in tiers.values())  # type: ignore[union-attr]
+        tail = every and all(
+            v["ttft_over_slo_p99"] is None or v["ttft_over_slo_p99"] <= self.s.tail_factor + 1e-12
+            for v in tiers.values()  # type: ignore[union-attr]
+        )
+        return {"overall": overall, "all_tiers": every, "tail_bounded": tail}
+
+    def probe(self, rate: float) -> Probe:
+        key = round(rate, 9)
         if key in self._cache:
-            return self._cache[key]
-        res = self.run_at(rate, criterion)
+            return self._cache[key][0]
+        res = self.run_at(rate, early_stop=True)
         sm = res.summary
         tiers = sm["tiers"]  # type: ignore[index]
-        tier_att = {k: v["attainment"] for k, v in tiers.items()}  # type: ignore[union-attr]
         if res.aborted:
-            passed = False
-            att = None
+            passed = dict.fromkeys(CRITERIA, False)
         else:
-            att = sm["attainment"]
-            if criterion == "overall":
-                passed = att is not None and att >= self.s.target - 1e-12  # type: ignore[operator]
-            else:
-                passed = all(a is None or a >= self.s.target - 1e-12 for a in tier_att.values())
-        p = Probe(rate, criterion, passed, att, tier_att, int(sm["requests"]), res.aborted)  # type: ignore[arg-type]
-        self._cache[key] = p
+            passed = self.verdicts(sm)
+        p = Probe(
+            rate, passed, None if res.aborted else sm["attainment"],  # type: ignore[arg-type]
+            {k: v["attainment"] for k, v in tiers.items()},  # type: ignore[union-attr]
+            {k: v["ttft_over_slo_p99"] for k, v in tiers.items()},  # type: ignore[union-attr]
+            sm["shed_fraction"], int(sm["requests"]), res.aborted, self._quarters(res),  # type: ignore[arg-type]
+        )
+        self._cache[key] = (p, None if res.aborted else sm)
         self.probes.append(p)
         if self.progress:
-            verdict = "pass" if passed else "fail"
-            self.progress(f"{criterion}: {rate:.3f} req/s -> {verdict}")
+            verdict = ", ".join(f"{c} {'pass' if v else 'fail'}" for c, v in passed.items())
+            self.progress(f"{rate:.3f} req/s -> {verdict}")
         return p
 
-    def search(self, criterion: str, hint: float | None = None, hi_known_fail: float | None = None) -> float:
-        """Bracket from ``hint`` (x1.25 up while passing, x0.8 down while failing), then bisect."""
+    def summary_at(self, rate: float) -> dict[str, object] | None:
+        """The full run's summary at ``rate`` (a cached probe that passed any criterion ran in full)."""
+        hit = self._cache.get(round(rate, 9))
+        if hit is not None and hit[1] is not None:
+            return hit[1]
+        return self.run_at(rate).summary if rate > 0 else None
+
+    def search(self, criterion: str, hint: float | None = None) -> float:
+        """Highest passing rate for ``criterion``, to ``rel_tol``, below the work bound."""
+        if criterion not in CRITERIA:
+            raise ConfigError(f"unknown goodput criterion {criterion!r}; allowed: {', '.join(CRITERIA)}")
         s = self.s
-        rate = hint or s.start_rate or 2.0 * self.config.instances
-        lo, hi = 0.0, hi_known_fail
-        if hi is not None and rate >= hi:
-            rate = 0.9 * hi
-        evals = 1
-        if self.probe(rate, criterion).passed:
-            lo = rate
-            while hi is None and evals < s.max_evals:
-                rate *= 1.25
-                evals += 1
-                if self.probe(rate, criterion).passed:
-                    lo = rate
-                else:
-                    hi = rate
-        else:
-            hi = rate
+        hi: float | None = None
+        if s.use_bound:
+            b, b_all = self.bounds()
+            hi = b if criterion == "overall" else b_all
+            if hi <= 0:
+                return 0.0
+        done = [p for p in self.probes if hi is None or p.rate < hi]
+        fails = [p.rate for p in done if not p.passed[criterion]]
+        if fails:
+            hi = min(fails) if hi is None else min(hi, min(fails))
+        passes = [p.rate for p in done if p.passed[criterion] and (hi is None or p.rate < hi)]
+        lo = max(passes) if passes else 0.0
+        evals = 0
+        if lo == 0.0:
+            rate = hint or s.start_rate or (0.7 * hi if hi is not None else 2.0 * self.config.instances)
+            if hi is not None and rate >= hi:
+                rate = 0.7 * hi
             while evals < s.max_evals:
-                rate *= 0.8
                 evals += 1
                 if rate < 1e-3:
                     return 0.0
-                if self.probe(rate, criterion).passed:
+                if self.probe(rate).passed[criterion]:
                     lo = rate
                     break
                 hi = rate
-        if hi is None or lo == 0.0:
+                rate *= 0.85
+            if lo == 0.0:
+                return 0.0
+        while evals < s.max_evals and (hi is None or lo * 1.15 < hi):
+            evals += 1
+            rate = lo * 1.15
+            if self.probe(rate).passed[criterion]:
+                lo = rate
+            else:
+                hi = rate
+        if hi is None:
             return lo
         while (hi - lo) / hi >= s.rel_tol and evals < s.max_evals:
             evals += 1
             mid = (lo + hi) / 2
-            if self.probe(mid, criterion).passed:
+            if self.probe(mid).passed[criterion]:
                 lo = mid
             else:
                 hi = mid
@@ -197,11 +273,18 @@ class GoodputSearch:
 
     def run(self) -> GoodputResult:
         g = self.search("overall")
-        fail_above = min(
-            (p.rate for p in self.probes if p.criterion == "overall" and not p.passed), default=None
-        )
-        g_all = self.search("all_tiers", hi_known_fail=fail_above)
-        g_all = min(g_all, g) if g > 0 else g_all
-        at = self.run_at(g).summary if g > 0 else None
-        at_all = self.run_at(g_all).summary if g_all > 0 else None
-        return GoodputResult(g, g_all, self.s.target, list(self.probes), at, at_all)
+        g_all = min(self.search("all_tiers"), g)
+        g_tail = min(self.search("tail_bounded"), g_all)
+        b, b_all = self.bounds() if self.s.use_bound else (None, None)
+        at = self.summary_at(g) if g > 0 else None
+        at_all = self.summary_at(g_all) if g_all > 0 else None
+        at_tail = self.summary_at(g_tail) if g_tail > 0 else None
+        stat = None
+        hit = self._cache.get(round(g_tail, 9)) if g_tail > 0 else None
+        if hit is not None:
+            q = [x for x in hit[0].quarters if x is not None]
+            whole = hit[0].attainment
+            stat = {"rate": g_tail, "quarters": hit[0].quarters, "attainment": whole,
+                    "max_gap": round(max(abs(x - whole) for x in q), 6) if q and whole is not None else None}
+        return GoodputResult(g, g_all, self.s.target, g_tail, b, b_all, list(self.probes), at, at_all, at_tail,
+                             stat)
