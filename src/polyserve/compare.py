@@ -1,20 +1,32 @@
 """``polyserve compare``: policies x modes on one workload and fleet, side by side, with the same seeds.
 
-What each row reports (``compare.json``; README "Results" holds a full run):
-- ``goodput_rps``: fixed-fleet goodput (``polyserve goodput``'s bisection, overall attainment >= target);
-- ``goodput_rps_all_tiers``: the same with every tier >= target;
-- ``attainment_by_tier`` and p50/p99 TTFT/TPOT: a full run at ``goodput_rps``;
-- ``optimal_rps`` and ``goodput_fraction``: the optimal bound (``policy/bound.py``) and goodput over it;
+Every policy runs under the same rules: the same overload contract (``SimConfig.overload``, default ``shed``:
+a request whose TTFT can no longer be met is dropped with the reason, whatever the router), the same engine
+model, and, in autoscaled runs, no scale-up delay for the baselines' autoscaler (PolyServe scales on the
+routing decision itself).
+
+What each row reports (``compare.json``; README "Results" holds a full run), means over ``seeds``:
+- ``goodput_rps_tail_bounded`` (the headline): every tier >= target and each tier's p99 TTFT (all requests,
+  attained or not) within ``tail_factor`` x its TTFT SLO; ``_min``/``_max`` over the seeds beside it;
+- ``goodput_rps``: overall attainment >= target; ``goodput_rps_all_tiers``: every tier >= target;
+- ``optimal_rps``: the work bound (``sim/bound.py``), a rate no policy can pass above (overall criterion),
+  ``optimal_rps_all_tiers`` with every tier at the target; ``goodput_fraction`` = goodput_rps / optimal_rps
+  and ``tail_bounded_fraction`` = goodput_rps_tail_bounded / optimal_rps_all_tiers;
+  ``fluid_estimate_rps``: the design note's fluid formula (``policy/bound.py``), not a bound;
+- at the headline rate, first seed: ``attainment_by_tier``, ``ttft_p50_ms``/``ttft_p99_ms`` (completed
+  requests), ``ttft_p99_ms_all`` (every request not shed), ``shed_fraction``, ``tpot_*``, ``stationarity``;
+  ``ttft_p99_ms_all_at_goodput_rps``: the same tail at the overall goodput rate (what that figure hides);
 - ``autoscaled_goodput_per_instance_s`` and ``scaling_actions``: the trace replayed at ``autoscale_rate``
-  with scaling on (PolyServe variants scale themselves; other routers get the conventional
-  ``target-concurrency`` autoscaler; ``static-partition`` keeps its fixed partition);
-- ``co-chunk``: its static token budget is swept and the best is reported (``token_budget``, ``sweep``);
-- pairs a policy does not support (``co-chunk`` disaggregated) are rows of nulls with ``na: true``.
+  with scaling on (PolyServe variants scale themselves; other routers get the ``target-concurrency``
+  autoscaler; ``static-partition`` keeps its fixed partition);
+- ``co-chunk``: its static token budget is swept and the best (by headline goodput) is reported;
+- pairs a policy does not support, or where it is the same policy as PolyServe (an ablation of a mechanism
+  the mode does not use), are rows of nulls with ``na: true`` and a ``note``.
 
 Beside the headline (default latency model) the same comparison runs under a second latency model
 (``--sensitivity-model``, default roofline) into ``compare_<model>.json``; plus a rate sweep (attainment per
 tier vs rate for PolyServe and the best paper baseline) and a fleet-size sweep (goodput per instance from 8 to
-64 instances). Work is split into independent tasks run in parallel over processes.
+64 instances), both on the first seed. Work is split into independent tasks run in parallel over processes.
 """
 
 from __future__ import annotations
@@ -41,16 +53,28 @@ from polyserve.sim.config import SimConfig
 from polyserve.workload import WorkloadSpec, build_workload, read_trace
 
 PAPER_BASELINES = ("random", "minimal", "co-chunk")
-STRONGER_BASELINES = ("round-robin", "least-outstanding", "power-of-two", "static-partition", "edf-pool")
-ABLATIONS = ("polyserve-no-promotion", "polyserve-no-gradient", "polyserve-no-wait", "polyserve-static-chunk")
+STRONGER_BASELINES = ("round-robin", "least-outstanding", "power-of-two", "static-partition", "edf-pool",
+                      "minimal-edf", "slos-serve")
+ABLATIONS = ("polyserve-no-promotion", "polyserve-no-gradient", "polyserve-no-wait", "polyserve-static-chunk",
+             "polyserve-promote-first")
 DEFAULT_POLICIES = ("polyserve", *PAPER_BASELINES, *STRONGER_BASELINES, *ABLATIONS)
-COLOCATED_ONLY = {"co-chunk"}
-CSV_SKIP = ("attainment_by_tier", "latency_model_params")  # nested: JSON only (the CSV has attainment_<tier>)
+# (policy, mode) pairs that are n/a, with the reason: unsupported, or identical to PolyServe in that mode
+NOT_APPLICABLE = {
+    ("co-chunk", "disaggregated"): "co-chunk is a co-located policy",
+    ("polyserve-no-wait", "disaggregated"): "no-op here: wait-time awareness only acts on co-located first-token "
+                                            "checks (decode servers do no prefill, prefill servers check TTFT slack)",
+    ("polyserve-static-chunk", "disaggregated"): "no-op here: decode servers do no prefill, so their chunk budget "
+                                                 "is never used",
+}
+CSV_SKIP = ("attainment_by_tier", "latency_model_params", "seeds", "per_seed", "stationarity")
 ROW_KEYS = (
-    "policy", "mode", "latency_model", "goodput_rps", "goodput_rps_all_tiers", "optimal_rps", "goodput_fraction",
+    "policy", "mode", "latency_model", "goodput_rps_tail_bounded", "goodput_rps_tail_bounded_min",
+    "goodput_rps_tail_bounded_max", "goodput_rps", "goodput_rps_min", "goodput_rps_max", "goodput_rps_all_tiers",
+    "optimal_rps", "optimal_rps_all_tiers", "goodput_fraction", "tail_bounded_fraction", "fluid_estimate_rps",
     "autoscaled_goodput_per_instance_s", "scaling_actions", "attainment_by_tier", "ttft_p50_ms", "ttft_p99_ms",
-    "tpot_p50_ms", "tpot_p99_ms", "autoscaled_attainment", "autoscaled_instance_seconds", "token_budget", "na",
-    "latency_model_params",
+    "ttft_p99_ms_all", "ttft_p99_ms_all_at_goodput_rps", "shed_fraction", "tpot_p50_ms", "tpot_p99_ms",
+    "autoscaled_attainment", "autoscaled_instance_seconds", "token_budget", "na", "seeds", "per_seed",
+    "stationarity", "latency_model_params",
 )
 
 
@@ -64,7 +88,7 @@ class Context:
     tier_weights: dict[str, float] | None
     fleet: FleetSpec
     sim: SimConfig
-    seed: int
+    seed: int  # the first seed: autoscaled runs and sweeps use it
     goodput: GoodputSettings
 
 
@@ -75,9 +99,10 @@ class CompareSettings:
     co_chunk_budgets: tuple[int, ...] = (256, 512, 1024, 2048, 4096, 8192)
     sensitivity_model: str | None = "roofline"
     sensitivity_policies: tuple[str, ...] = ("polyserve", *PAPER_BASELINES)
-    autoscale_rate: float | None = None  # None: 0.6 x the co-located optimal bound
-    rate_sweep: tuple[float, ...] = (0.6, 0.8, 0.9, 1.0, 1.1, 1.2)  # fractions of the optimal bound
+    autoscale_rate: float | None = None  # None: 0.6 x the co-located fluid estimate
+    rate_sweep: tuple[float, ...] = (0.6, 0.8, 0.9, 1.0, 1.1, 1.2)  # fractions of the fluid estimate
     fleet_sizes: tuple[int, ...] = (8, 16, 32, 64)
+    seeds: tuple[int, ...] = (0, 1, 2)
     jobs: int = 0  # 0 = os.cpu_count()
 
     def __post_init__(self) -> None:
@@ -88,9 +113,11 @@ class CompareSettings:
             raise ConfigError(f"--modes takes colocated and/or disaggregated, got {','.join(self.modes) or '(none)'}")
         if any(b < 1 for b in self.co_chunk_budgets):
             raise ConfigError("--co-chunk-budgets must be positive token counts")
+        if not self.seeds or any(x < 0 for x in self.seeds) or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"--seeds must be distinct integers >= 0, got {list(self.seeds)}")
 
 
-# ---- the bound -----------------------------------------------------------------------------------------------
+# ---- the fluid estimate (not a bound) ---------------------------------------------------------------------------
 def bound_inputs(ctx: Context, model, instances: int | None = None) -> BoundInputs:
     tiers = _tiers(ctx)
     tr = read_trace(ctx.trace, ctx.trace_format, tiers)
@@ -129,9 +156,12 @@ def _policy(name: str, mode: str, ctx: Context, model, extra: dict | None = None
         opts["shares"] = partition_shares(bound_inputs(ctx, model), _tiers(ctx).names, mode)
     router = ROUTERS.create(name, rng=None, **opts)  # type: ignore[arg-type]
     scaler = None
+    scaler_opts: dict[str, object] = {}
     if autoscale and not router.tiered:
-        scaler = "target-concurrency"
-    return PolicySpec(router=name, router_options=opts, autoscaler=scaler)
+        # fair: no extra delay before a baseline scales up (PolyServe scales on the routing decision itself;
+        # the baselines' autoscaler still acts on the 1 s tick)
+        scaler, scaler_opts = "target-concurrency", {"upscale_delay_s": 0.0}
+    return PolicySpec(router=name, router_options=opts, autoscaler=scaler, autoscaler_options=scaler_opts)
 
 
 # ---- tasks -----------------------------------------------------------------------------------------------------
@@ -141,29 +171,49 @@ def _model(ctx: Context, kind: str | None):
     return build_model(fleet)
 
 
-def task_goodput(ctx: Context, policy: str, mode: str, kind: str | None, extra: dict | None,
-                 instances: int | None = None) -> dict[str, object]:
+def _search(ctx: Context, policy: str, mode: str, kind: str | None, extra: dict | None, seed: int,
+            instances: int | None, bounds: tuple[float, float] | None) -> tuple[GoodputSearch, object]:
     model = _model(ctx, kind)
     sim = replace(ctx.sim, mode=mode, **({"instances": instances} if instances else {}))
-    ctx2 = replace(ctx, sim=sim)
     tiers = _tiers(ctx)
     tr = read_trace(ctx.trace, ctx.trace_format, tiers)
-    bound = optimal_rate(bound_inputs(ctx2, model), mode)
-    gs = replace(ctx.goodput, start_rate=ctx.goodput.start_rate or max(0.5, 0.9 * bound))
-    pol = _policy(policy, mode, ctx2, model, extra)
-    res = GoodputSearch(tr, tiers, model, pol, sim, ctx.seed, gs, use_tier_column=ctx.tier_weights is None).run()
-    at = res.at_goodput or {}
+    pol = _policy(policy, mode, replace(ctx, sim=sim), model, extra)
+    gs = GoodputSearch(tr, tiers, model, pol, sim, seed, ctx.goodput, use_tier_column=ctx.tier_weights is None,
+                       bounds=bounds)
+    return gs, model
+
+
+def task_bound(ctx: Context, mode: str, kind: str | None, seed: int, instances: int | None) -> dict[str, object]:
+    gs, _ = _search(ctx, "round-robin", mode, kind, None, seed, instances, None)
+    b, b_all = gs.bounds()
+    return {"bound": b, "bound_all_tiers": b_all}
+
+
+def task_goodput(ctx: Context, policy: str, mode: str, kind: str | None, extra: dict | None, seed: int,
+                 instances: int | None = None, bounds: tuple[float, float] | None = None) -> dict[str, object]:
+    gs, model = _search(ctx, policy, mode, kind, extra, seed, instances, bounds)
+    res = gs.run()
+    at = res.at_goodput_tail_bounded or {}
+    at_overall = res.at_goodput or {}
     tiers_at = at.get("tiers") or {}
+    sim = replace(ctx.sim, mode=mode, **({"instances": instances} if instances else {}))
+    fluid = optimal_rate(bound_inputs(replace(ctx, sim=sim), model), mode)
     return {
         "goodput_rps": res.goodput_rps,
         "goodput_rps_all_tiers": res.goodput_rps_all_tiers,
-        "optimal_rps": bound,
-        "goodput_fraction": res.goodput_rps / bound if bound > 0 else None,
+        "goodput_rps_tail_bounded": res.goodput_rps_tail_bounded,
+        "optimal_rps": res.bound_rps,
+        "optimal_rps_all_tiers": res.bound_rps_all_tiers,
+        "fluid_estimate_rps": fluid,
         "attainment_by_tier": {k: v["attainment"] for k, v in tiers_at.items()} or None,  # type: ignore[union-attr]
         "ttft_p50_ms": (at.get("ttft_ms") or {}).get("p50"),  # type: ignore[union-attr]
         "ttft_p99_ms": (at.get("ttft_ms") or {}).get("p99"),  # type: ignore[union-attr]
+        "ttft_p99_ms_all": (at.get("ttft_ms_all") or {}).get("p99"),  # type: ignore[union-attr]
+        "ttft_p99_ms_all_at_goodput_rps": (at_overall.get("ttft_ms_all") or {}).get("p99"),  # type: ignore[union-attr]
+        "shed_fraction": at.get("shed_fraction"),
         "tpot_p50_ms": (at.get("tpot_ms") or {}).get("p50"),  # type: ignore[union-attr]
         "tpot_p99_ms": (at.get("tpot_ms") or {}).get("p99"),  # type: ignore[union-attr]
+        "stationarity": res.stationarity,
         "probes": len(res.probes),
         "latency_model_params": model.describe(),
     }
@@ -194,19 +244,14 @@ def task_autoscale(ctx: Context, policy: str, mode: str, rate: float, extra: dic
 
 
 def task_sweep(ctx: Context, policy: str, mode: str, rate: float, extra: dict | None) -> dict[str, object]:
-    model = _model(ctx, None)
-    tiers = _tiers(ctx)
-    tr = read_trace(ctx.trace, ctx.trace_format, tiers)
-    sim = replace(ctx.sim, mode=mode)
-    pol = _policy(policy, mode, replace(ctx, sim=sim), model, extra)
-    gs = GoodputSearch(tr, tiers, model, pol, sim, ctx.seed, ctx.goodput, use_tier_column=ctx.tier_weights is None)
+    gs, _ = _search(ctx, policy, mode, None, extra, ctx.seed, None, None)
     s = gs.run_at(rate).summary
-    return {"rate": rate, "attainment": s["attainment"],
+    return {"rate": rate, "attainment": s["attainment"], "ttft_p99_ms_all": s["ttft_ms_all"]["p99"],  # type: ignore[index]
             "tiers": {k: v["attainment"] for k, v in s["tiers"].items()}}  # type: ignore[union-attr]
 
 
 def _run(kind: str, args: tuple) -> tuple[str, tuple, dict[str, object]]:
-    fn = {"goodput": task_goodput, "autoscale": task_autoscale, "sweep": task_sweep}[kind]
+    fn = {"bound": task_bound, "goodput": task_goodput, "autoscale": task_autoscale, "sweep": task_sweep}[kind]
     return kind, args, fn(*args)
 
 
@@ -224,87 +269,114 @@ class CompareResult:
 def run_compare(ctx: Context, st: CompareSettings, progress: Callable[[int, int, str], None] | None = None
                 ) -> CompareResult:
     model = _model(ctx, None)
-    bound_co = optimal_rate(bound_inputs(ctx, model), "colocated")
-    as_rate = st.autoscale_rate or 0.6 * bound_co
-    tasks: list[tuple[str, tuple]] = []
+    fluid_co = optimal_rate(bound_inputs(ctx, model), "colocated")
+    as_rate = st.autoscale_rate or 0.6 * fluid_co
     pairs = [(p, m) for p in st.policies for m in st.modes]
+    kinds: list[str | None] = [None] + ([st.sensitivity_model] if st.sensitivity_model else [])
+    jobs = st.jobs or os.cpu_count() or 1
+    done: list[tuple[str, tuple, dict[str, object]]] = []
+    total = 0
+
+    def execute(batch: list[tuple[str, tuple]]) -> list[tuple[str, tuple, dict[str, object]]]:
+        nonlocal total
+        total += len(batch)
+        got: list[tuple[str, tuple, dict[str, object]]] = []
+        if jobs == 1:
+            for kind, args in batch:
+                got.append(_run(kind, args))
+                done.append(got[-1])
+                if progress:
+                    progress(len(done), total, f"{kind} {_label(kind, args)}")
+            return got
+        with ProcessPoolExecutor(max_workers=jobs) as ex:
+            futs = [ex.submit(_run, kind, args) for kind, args in batch]
+            for f in as_completed(futs):
+                got.append(f.result())
+                done.append(got[-1])
+                if progress:
+                    k, a, _ = got[-1]
+                    progress(len(done), total, f"{k} {_label(k, a)}")
+        return got
+
+    # phase 1: the work bounds (policy-independent) for every mode, model and seed
+    bound_tasks = [("bound", (ctx, m, k, sd, None)) for m in st.modes for k in kinds for sd in st.seeds]
+    bounds = {(a[1], a[2] or "default", a[3]): (o["bound"], o["bound_all_tiers"]) for _, a, o in execute(bound_tasks)}
 
     def budgets(p: str) -> list[dict | None]:
         return [{"token_budget": b} for b in st.co_chunk_budgets] if p == "co-chunk" else [None]
 
+    tasks: list[tuple[str, tuple]] = []
     for p, m in pairs:
-        if p in COLOCATED_ONLY and m != "colocated":
+        if (p, m) in NOT_APPLICABLE:
             continue
         for extra in budgets(p):
-            tasks.append(("goodput", (ctx, p, m, None, extra)))
+            for sd in st.seeds:
+                tasks.append(("goodput", (ctx, p, m, None, extra, sd, None, bounds[(m, "default", sd)])))
         tasks.append(("autoscale", (ctx, p, m, as_rate, budgets(p)[len(budgets(p)) // 2])))
     if st.sensitivity_model:
         for p in st.sensitivity_policies:
             for m in st.modes:
-                if p in COLOCATED_ONLY and m != "colocated":
+                if (p, m) in NOT_APPLICABLE:
                     continue
                 for extra in budgets(p):
-                    tasks.append(("goodput", (ctx, p, m, st.sensitivity_model, extra)))
-    jobs = st.jobs or os.cpu_count() or 1
-    done: list[tuple[str, tuple, dict[str, object]]] = []
-    total = len(tasks)
-
-    def execute(batch: list[tuple[str, tuple]]) -> None:
-        if jobs == 1:
-            for kind, args in batch:
-                done.append(_run(kind, args))
-                if progress:
-                    progress(len(done), total, f"{kind} {args[1]} {args[2]}")
-            return
-        with ProcessPoolExecutor(max_workers=jobs) as ex:
-            futs = [ex.submit(_run, kind, args) for kind, args in batch]
-            for f in as_completed(futs):
-                done.append(f.result())
-                if progress:
-                    k, a, _ = done[-1]
-                    progress(len(done), total, f"{k} {a[1]} {a[2]}")
-
-    execute(tasks)
-    rows, sens, timelines = _assemble(done, st, pairs)
-    # follow-ups need the headline: the best paper baseline, co-located
+                    for sd in st.seeds:
+                        tasks.append(("goodput", (ctx, p, m, st.sensitivity_model, extra, sd, None,
+                                                  bounds[(m, st.sensitivity_model, sd)])))
+    main = execute(tasks)
+    rows, sens, timelines = _assemble(main, st, pairs)
+    # follow-ups need the headline: the best paper baseline, co-located, first seed
     co_rows = {r["policy"]: r for r in rows if r["mode"] == "colocated" and not r["na"]}
-    paper = [p for p in PAPER_BASELINES if p in co_rows]
-    best_paper = max(paper, key=lambda p: co_rows[p]["goodput_rps"] or 0.0) if paper else None  # type: ignore[arg-type,return-value]
+    paper = [p for p in PAPER_BASELINES if p in co_rows and co_rows[p]["goodput_rps_tail_bounded"] is not None]
+    best_paper = max(paper, key=lambda p: co_rows[p]["goodput_rps_tail_bounded"]) if paper else None  # type: ignore[arg-type,return-value]
     follow: list[tuple[str, tuple]] = []
     focus = [p for p in ("polyserve", best_paper) if p and p in st.policies]
     extra_of = {p: ({"token_budget": co_rows[p]["token_budget"]} if p == "co-chunk" else None) for p in focus}
     if "colocated" in st.modes:
         for p in focus:
             for f in st.rate_sweep:
-                follow.append(("sweep", (ctx, p, "colocated", f * bound_co, extra_of[p])))
+                follow.append(("sweep", (ctx, p, "colocated", f * fluid_co, extra_of[p])))
             for n in st.fleet_sizes:
-                follow.append(("goodput", (ctx, p, "colocated", None, extra_of[p], n)))
-    total += len(follow)
-    before = len(done)
-    execute(follow)
+                follow.append(("goodput", (ctx, p, "colocated", None, extra_of[p], ctx.seed, n, None)))
     sweep: dict[str, list[dict[str, object]]] = {}
     fleet: list[dict[str, object]] = []
-    for kind, args, out in done[before:]:
+    for kind, args, out in execute(follow):
         if kind == "sweep":
             sweep.setdefault(args[1], []).append(out)
         else:
-            n = args[5]
+            n = args[6]
             fleet.append({"policy": args[1], "instances": n, "goodput_rps": out["goodput_rps"],
-                          "goodput_per_instance": out["goodput_rps"] / n, "optimal_rps": out["optimal_rps"]})
+                          "goodput_rps_tail_bounded": out["goodput_rps_tail_bounded"],
+                          "goodput_per_instance": out["goodput_rps_tail_bounded"] / n,
+                          "optimal_rps": out["optimal_rps"]})
     for v in sweep.values():
         v.sort(key=lambda r: r["rate"])  # type: ignore[arg-type,return-value]
     fleet.sort(key=lambda r: (r["policy"], r["instances"]))  # type: ignore[arg-type,return-value]
     summary = headline(rows, ctx, st, as_rate, best_paper)
+    if sens:
+        summary["sensitivity"] = headline(sens, ctx, st, as_rate, None)
     return CompareResult(rows, sens, sweep, fleet, timelines, summary)
 
 
+def _label(kind: str, args: tuple) -> str:
+    if kind == "bound":
+        return f"{args[1]} {args[2] or 'default'} seed {args[3]}"
+    if kind == "goodput":
+        return f"{args[1]} {args[2]} {args[3] or ''} seed {args[5]}".replace("  ", " ")
+    return f"{args[1]} {args[2]}"
+
+
+def _stats(xs: list[float]) -> tuple[float, float, float]:
+    return (sum(xs) / len(xs), min(xs), max(xs))
+
+
 def _assemble(done, st: CompareSettings, pairs):
-    good: dict[tuple[str, str, str], list[tuple[dict | None, dict]]] = {}
+    good: dict[tuple[str, str, str], dict[int | None, list[tuple[int, dict]]]] = {}
     auto: dict[tuple[str, str], dict] = {}
     for kind, args, out in done:
-        if kind == "goodput" and len(args) == 5:
-            _, p, m, k, extra = args
-            good.setdefault((p, m, k or "default"), []).append((extra, out))
+        if kind == "goodput" and args[6] is None:
+            _, p, m, k, extra, sd = args[:6]
+            budget = (extra or {}).get("token_budget")
+            good.setdefault((p, m, k or "default"), {}).setdefault(budget, []).append((sd, out))
         elif kind == "autoscale":
             auto[(args[1], args[2])] = out
     timelines = {f"{p}/{m}": a.get("servers_timeline") for (p, m), a in auto.items()}
@@ -312,29 +384,51 @@ def _assemble(done, st: CompareSettings, pairs):
     def row(p: str, m: str, k: str) -> dict[str, object]:
         r: dict[str, object] = dict.fromkeys(ROW_KEYS)
         r.update(policy=p, mode=m, latency_model=k, na=False)
-        if p in COLOCATED_ONLY and m != "colocated":
+        if (p, m) in NOT_APPLICABLE:
             r["na"] = True
-            r["note"] = f"{p} is a co-located policy"
+            r["note"] = NOT_APPLICABLE[(p, m)]
             return r
-        results = good.get((p, m, k), [])
-        if not results:
+        by_budget = good.get((p, m, k), {})
+        if not by_budget:
             return r
-        best_extra, best = max(results, key=lambda eo: (eo[1]["goodput_rps"], -(eo[0] or {}).get("token_budget", 0)))
-        r.update({k2: v for k2, v in best.items() if k2 in ROW_KEYS})
-        params = best.get("latency_model_params") or {}
+
+        def mean_of(runs: list[tuple[int, dict]], key: str) -> float:
+            return _stats([o[key] for _, o in runs])[0]
+
+        # best budget by the headline (mean tail-bounded goodput), then overall goodput, then the smaller budget
+        best_budget = max(by_budget, key=lambda b: (mean_of(by_budget[b], "goodput_rps_tail_bounded"),
+                                                    mean_of(by_budget[b], "goodput_rps"), -(b or 0)))
+        runs = sorted(by_budget[best_budget], key=lambda so: so[0])
+        first = runs[0][1]
+        r.update({k2: v for k2, v in first.items() if k2 in ROW_KEYS})
+        for key in ("goodput_rps_tail_bounded", "goodput_rps"):
+            mean, lo, hi = _stats([o[key] for _, o in runs])
+            r[key], r[f"{key}_min"], r[f"{key}_max"] = mean, lo, hi
+        for key in ("goodput_rps_all_tiers", "optimal_rps", "optimal_rps_all_tiers"):
+            r[key] = _stats([o[key] for _, o in runs])[0]
+        r["goodput_fraction"] = r["goodput_rps"] / r["optimal_rps"] if r["optimal_rps"] else None  # type: ignore[operator]
+        r["tail_bounded_fraction"] = (r["goodput_rps_tail_bounded"] / r["optimal_rps_all_tiers"]  # type: ignore[operator]
+                                      if r["optimal_rps_all_tiers"] else None)
+        r["seeds"] = [sd for sd, _ in runs]
+        r["per_seed"] = [{"seed": sd, **{key: o[key] for key in ("goodput_rps_tail_bounded", "goodput_rps",
+                                                                  "goodput_rps_all_tiers", "optimal_rps")}}
+                         for sd, o in runs]
+        params = first.get("latency_model_params") or {}
         r["latency_model"] = params.get("name", k)  # the model's own name (linear, roofline, table), not the role
-        r["probes"] = best.get("probes")
-        if best_extra:
-            r["token_budget"] = best_extra["token_budget"]
-            r["sweep"] = [{"token_budget": (e or {}).get("token_budget"), "goodput_rps": o["goodput_rps"],
-                           "goodput_rps_all_tiers": o["goodput_rps_all_tiers"]} for e, o in sorted(
-                               results, key=lambda eo: (eo[0] or {}).get("token_budget", 0))]
+        r["probes"] = sum(o.get("probes", 0) for _, o in runs)
+        if best_budget is not None:
+            r["token_budget"] = best_budget
+            r["sweep"] = [{"token_budget": b, "goodput_rps_tail_bounded": mean_of(v, "goodput_rps_tail_bounded"),
+                           "goodput_rps": mean_of(v, "goodput_rps"),
+                           "goodput_rps_all_tiers": mean_of(v, "goodput_rps_all_tiers")}
+                          for b, v in sorted(by_budget.items(), key=lambda bv: bv[0] or 0)]
         if k == "default":
             a = auto.get((p, m))
             if a:
                 r.update({k2: v for k2, v in a.items() if k2 in ROW_KEYS})
-                r["autoscaler"] = "self (tiers + idle pool)" if p.startswith("polyserve") else (
-                    "fixed partition" if p == "static-partition" else "target-concurrency")
+                tiered = ROUTERS.create(p, rng=None, **({"shares": {}} if p == "static-partition" else {})).tiered
+                r["autoscaler"] = ("fixed partition" if p == "static-partition" else
+                                   "self (tiers + idle pool)" if tiered else "target-concurrency")
         return r
 
     rows = [row(p, m, "default") for p, m in pairs]
@@ -345,25 +439,34 @@ def _assemble(done, st: CompareSettings, pairs):
 
 
 def headline(rows, ctx: Context, st: CompareSettings, as_rate: float, best_paper: str | None) -> dict[str, object]:
-    out: dict[str, object] = {"autoscale_rate": as_rate, "best_paper_baseline_colocated": best_paper}
+    """Ratios of PolyServe's headline (tail-bounded) goodput to the best of each group, per mode; the
+    ``_min_seed`` form compares PolyServe's worst seed with the group's best seed."""
+    out: dict[str, object] = {"autoscale_rate": as_rate, "best_paper_baseline_colocated": best_paper,
+                              "criterion": "goodput_rps_tail_bounded", "seeds": list(st.seeds)}
+    key = "goodput_rps_tail_bounded"
     for m in st.modes:
-        by = {r["policy"]: r for r in rows if r["mode"] == m and not r["na"] and r["goodput_rps"] is not None}
+        by = {r["policy"]: r for r in rows if r["mode"] == m and not r["na"] and r[key] is not None}
         ps = by.get("polyserve")
         if not ps:
             continue
         paper = [by[p] for p in PAPER_BASELINES if p in by]
-        strong = [by[p] for p in STRONGER_BASELINES if p in by]
-        entry: dict[str, object] = {"polyserve_goodput_rps": ps["goodput_rps"],
-                                    "goodput_fraction_of_optimal": ps["goodput_fraction"]}
-        for label, group in (("paper", paper), ("stronger", strong)):
+        others = [r for p, r in by.items() if p != "polyserve" and p not in ABLATIONS]
+        ablations = [by[p] for p in ABLATIONS if p in by]
+        entry: dict[str, object] = {"polyserve_goodput_rps_tail_bounded": ps[key],
+                                    "polyserve_goodput_rps": ps["goodput_rps"],
+                                    "tail_bounded_fraction_of_bound": ps["tail_bounded_fraction"],
+                                    "goodput_fraction_of_bound": ps["goodput_fraction"]}
+        for label, group in (("paper", paper), ("other", others), ("ablation", ablations)):
             if group:
-                b = max(group, key=lambda r: r["goodput_rps"])
-                entry[f"best_{label}_baseline"] = b["policy"]
-                entry[f"best_{label}_goodput_rps"] = b["goodput_rps"]
-                entry[f"ratio_vs_best_{label}"] = ps["goodput_rps"] / b["goodput_rps"] if b["goodput_rps"] else None
-                ba = max(group, key=lambda r: r["goodput_rps_all_tiers"] or 0)
-                entry[f"ratio_all_tiers_vs_best_{label}"] = (
-                    ps["goodput_rps_all_tiers"] / ba["goodput_rps_all_tiers"] if ba["goodput_rps_all_tiers"] else None)
+                b = max(group, key=lambda r: r[key])
+                entry[f"best_{label}"] = b["policy"]
+                entry[f"best_{label}_goodput_rps_tail_bounded"] = b[key]
+                entry[f"ratio_vs_best_{label}"] = ps[key] / b[key] if b[key] else None
+                entry[f"ratio_vs_best_{label}_min_seed"] = (
+                    ps[f"{key}_min"] / b[f"{key}_max"] if b.get(f"{key}_max") else None)
+                bo = max(group, key=lambda r: r["goodput_rps"] or 0)
+                entry[f"ratio_overall_vs_best_{label}"] = (ps["goodput_rps"] / bo["goodput_rps"]
+                                                          if bo["goodput_rps"] else None)
         out[m] = entry
     return out
 

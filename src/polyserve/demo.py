@@ -23,6 +23,7 @@ DEMO_ARGS = [
     "--sensitivity-model", "none",
     "--rate-sweep", "",
     "--fleet-sizes", "",
+    "--seeds", "0",
 ]
 FULL_RUN = "make compare  (polyserve compare --out runs/compare --duration 300 --warmup 30; README 'Results')"
 

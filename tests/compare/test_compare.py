@@ -10,10 +10,11 @@ from polyserve.cli import app
 from polyserve.compare import CSV_SKIP, ROW_KEYS
 
 ROW_MIN = ("policy", "mode", "goodput_rps", "goodput_rps_all_tiers", "optimal_rps", "goodput_fraction",
-           "autoscaled_goodput_per_instance_s", "scaling_actions", "attainment_by_tier")
+           "autoscaled_goodput_per_instance_s", "scaling_actions", "attainment_by_tier", "goodput_rps_tail_bounded",
+           "ttft_p99_ms_all", "shed_fraction", "seeds")
 
 TINY = ["--instances", "4", "--duration", "40", "--warmup", "5", "--rel-tol", "0.1", "--jobs", "1", "--quiet",
-        "--autoscale-rate", "2"]
+        "--autoscale-rate", "2", "--seeds", "0,1"]
 
 
 def _compare(tmp_path, *extra: str):
@@ -40,6 +41,12 @@ def test_compare_writes_rows_with_the_documented_keys_and_marks_colocated_only_p
     for r in (x for x in rows if not x["na"]):
         assert r["goodput_rps"] > 0
         assert r["goodput_rps_all_tiers"] <= r["goodput_rps"] + 1e-9, "every-tier goodput never above overall"
+        assert r["goodput_rps_tail_bounded"] <= r["goodput_rps_all_tiers"] + 1e-9
+        assert r["seeds"] == [0, 1] and [s["seed"] for s in r["per_seed"]] == [0, 1]
+        assert r["goodput_rps_tail_bounded_min"] <= r["goodput_rps_tail_bounded"] <= r["goodput_rps_tail_bounded_max"]
+        assert r["goodput_rps"] <= r["optimal_rps"], "no policy above the work bound"
+        assert all(s["goodput_rps"] <= s["optimal_rps"] for s in r["per_seed"])
+        assert 0 <= r["shed_fraction"] <= 1
         assert abs(r["goodput_fraction"] - r["goodput_rps"] / r["optimal_rps"]) < 1e-9
         assert set(r["attainment_by_tier"]) == {"t20", "t30", "t50", "t100"}
         assert r["scaling_actions"] is not None and r["autoscaled_goodput_per_instance_s"] >= 0
@@ -51,6 +58,15 @@ def test_compare_writes_rows_with_the_documented_keys_and_marks_colocated_only_p
     assert (out / "goodput_by_policy.png").stat().st_size > 1000
     details = json.loads((out / "compare_details.json").read_text())
     assert details["meta"]["seed"] == 0 and "colocated" in details["headline"]
+    assert details["headline"]["criterion"] == "goodput_rps_tail_bounded"
+
+
+def test_an_ablation_of_a_mechanism_the_mode_does_not_use_is_na_with_the_reason(tmp_path):
+    out = _compare(tmp_path, "--policies", "polyserve-no-wait,polyserve-static-chunk", "--modes",
+                   "disaggregated", "--sensitivity-model", "none", "--rate-sweep", "", "--fleet-sizes", "")
+    rows = json.loads((out / "compare.json").read_text())
+    assert [r["na"] for r in rows] == [True, True]
+    assert all("no-op" in r["note"] and r["goodput_rps"] is None for r in rows)
 
 
 def test_compare_sweeps_and_sensitivity_model_write_their_files(tmp_path):

@@ -62,7 +62,8 @@ def test_search_never_simulates_above_the_work_bound(done):
 
 def test_tail_verdict_reads_p99_ttft_over_slo_of_every_tier():
     gs = search(tail_factor=2.0)
-    tiers = {"t20": {"attainment": 0.95, "ttft_over_slo_p99": 1.5}, "t30": {"attainment": 0.91, "ttft_over_slo_p99": 2.5}}
+    tiers = {"t20": {"attainment": 0.95, "ttft_over_slo_p99": 1.5},
+             "t30": {"attainment": 0.91, "ttft_over_slo_p99": 2.5}}
     v = gs.verdicts({"attainment": 0.93, "tiers": tiers})
     assert v == {"overall": True, "all_tiers": True, "tail_bounded": False}
     tiers["t30"]["ttft_over_slo_p99"] = 2.0

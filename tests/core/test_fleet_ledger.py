@@ -208,3 +208,17 @@ def test_load_index_below_filters_servers_beyond_the_overflow_bucket():
     idx.add(7, 6)  # overflow bucket
     idx.add(8, 2)
     assert list(idx.descending(below=5)) == [8]
+
+
+def test_only_an_idle_server_changes_role_and_its_index_follows():
+    """Adaptive prefill/decode split: an idle decode server activated as prefill joins the prefill index;
+    an active server asked to change role is refused with the reason, its ledger untouched."""
+    f = new_fleet(("prefill", "decode", "decode", "decode"))
+    f.apply_scale(ScaleAction(1, True, None, "test", role="prefill"), 0.0)
+    assert f.servers[1].role == "prefill" and 1 in set(f.index(None, "prefill").ascending())
+    f.apply_scale(ScaleAction(2, True, 0, "test"), 0.0)
+    before = snapshot(f)
+    with pytest.raises(ValueError, match="only an idle server may become prefill"):
+        f.apply_scale(ScaleAction(2, True, None, "test", role="prefill"), 0.0)
+    assert snapshot(f) == before and 2 in set(f.index(0, "decode").ascending())
+    check_invariants(f)

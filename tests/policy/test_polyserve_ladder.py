@@ -252,5 +252,25 @@ def test_prefill_queue_keeps_half_the_ttft_slack_for_requests_that_jump_it():
     d = router().route(r, f, 0.0, "prefill")
     assert (d.action, d.server) == ("dispatch", 0)
     f.on_dispatch(req(200, T100, input_tokens=1000), 0, 0.0)
-    assert router().route(r, f, 0.0, "prefill").action == "pending"
+    assert router(adaptive_split=False).route(r, f, 0.0, "prefill").action == "pending"
     assert router(prefill_slack_share=1.0).route(r, f, 0.0, "prefill").server == 0, "the whole slack would fit"
+    # adaptive split (default): the idle decode server becomes a prefill server
+    d = router().route(r, f, 0.0, "prefill")
+    assert (d.action, d.server) == ("dispatch", 1)
+    assert d.scale == (ScaleAction(1, True, None, "prefill pool full", role="prefill"),)
+
+
+def test_prefill_admission_counts_the_kv_hand_off_before_the_second_token():
+    """An idle prefill server, a 1000-token t20 prompt routed 0.55 s after arrival (the whole slack usable):
+    its prefill (26.3 ms) fits the 50 ms left, but a 30 us/token hand-off (30 ms) pushes the second token
+    past TTFT + TPOT (its decode iteration counted at the TPOT), so the server is not feasible."""
+    from polyserve.core.fleet import FleetConfig, FleetState
+
+    f = fleet(roles=["prefill", "decode"])
+    activate(f, 0, None)
+    r = req(1, T20, input_tokens=1000)
+    assert router(prefill_slack_share=1.0).route(r, f, 0.55, "prefill").server == 0
+    slow = FleetState(f.tiers, FleetConfig(f.config.kv_capacity_tokens, kv_transfer_s_per_token=30e-6), f.model,
+                      ["prefill", "decode"])
+    activate(slow, 0, None)
+    assert router(prefill_slack_share=1.0, adaptive_split=False).route(r, slow, 0.55, "prefill").action == "pending"

@@ -106,6 +106,9 @@ class ScaleAction:
     activate: bool  # True: idle -> active (or tier move); False: active -> idle pool (must be empty)
     tier: int | None = None  # tier it joins when activated
     reason: str = ""
+    # disaggregated, adaptive split: the role an idle server takes when activated (None: keep its role); only
+    # an idle server may change role (it holds nothing)
+    role: Role | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +190,7 @@ class FleetConfig:
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
     output_len_prior: float = 256.0  # expected output before any request of a tier has finished
+    kv_transfer_s_per_token: float = 0.0  # disaggregated: KV hand-off seconds per prompt token (0: co-located)
 
 
 class FleetState:
@@ -353,6 +357,12 @@ class FleetState:
         if s.active:
             self._idx(s).remove(s.sid, s.num_requests)
         if a.activate:
+            if a.role is not None and a.role != s.role:
+                if s.active or s.num_requests:
+                    if s.active:
+                        self._idx(s).add(s.sid, s.num_requests)
+                    raise ValueError(f"server {s.sid} is active as {s.role}; only an idle server may become {a.role}")
+                s.role = a.role
             if not s.active:
                 s.ready_at = now + cold_start
                 s.became_empty_at = now

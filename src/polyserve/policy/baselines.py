@@ -15,6 +15,14 @@ e.g. all cold-starting). Each is as strong as its definition allows:
   ``static-partition`` (PolyServe's binning only: each tier owns a fixed share of the fleet, sized by the
   tier's demand in server units, least outstanding within it), and ``edf-pool`` (one pool, least
   outstanding routing, earliest-deadline-first scheduling inside each engine).
+- ``minimal-edf``: ``minimal`` routing with earliest-deadline-first engines (the gain of EDF alone).
+- ``slos-serve``: SLOs-Serve-style per-server deadline-aware token allocation behind ``minimal`` routing, no
+  tiers: every engine runs PolyServe's own per-server scheduler (EDF queue, each iteration's prefill chunk
+  sized to the batch's tightest remaining slack). A simplification of SLOs-Serve (no dynamic-programming
+  planner, no burst routing); it gives a baseline the per-server mechanism PolyServe has, so the comparison
+  attributes to PolyServe's router only what the router adds.
+
+Every baseline gets the same overload contract (``overload.py``) from the driver as PolyServe.
 """
 
 from __future__ import annotations
@@ -87,6 +95,17 @@ class MinimalRouter(_Untiered):
         if best is None:
             return RoutingDecision.wait("no routable server")
         return RoutingDecision.to(best.sid, f"smallest predicted iteration ({best_t * 1e3:.2f} ms)")
+
+
+class MinimalSchedRouter(MinimalRouter):
+    """``minimal`` routing with another engine scheduler on every server (``minimal-edf``, ``slos-serve``)."""
+
+    def __init__(self, rng: random.Random | None, scheduler: str, name: str) -> None:
+        super().__init__(rng)
+        self.name = name
+        self.scheduler_for = {r: (scheduler, {}) for r in ("mixed", "prefill", "decode")}
+        if scheduler == "polyserve-dynamic":
+            self.scheduler_for["prefill"] = ("edf", {})  # a prefill-only server has no decode slack to protect
 
 
 class CoChunkRouter(MinimalRouter):
@@ -248,6 +267,16 @@ _reg(
     "tiers own fixed server shares (binning only), fewest outstanding within",
     lambda rng, shares=None: StaticPartitionRouter(rng, shares),  # type: ignore[arg-type]
     options=("shares",),
+)
+_reg(
+    "minimal-edf",
+    "minimal routing, earliest-deadline-first scheduling in each engine",
+    lambda rng: MinimalSchedRouter(rng, "edf", "minimal-edf"),
+)
+_reg(
+    "slos-serve",
+    "SLOs-Serve-style: minimal routing, per-server deadline-aware token allocation (PolyServe's engine scheduler)",
+    lambda rng: MinimalSchedRouter(rng, "polyserve-dynamic", "slos-serve"),
 )
 _reg(
     "edf-pool",

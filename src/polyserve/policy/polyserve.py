@@ -35,9 +35,14 @@ The algorithm (``../shared/design/polyserve.md`` §2; choices the paper leaves o
    - second token: the first-token estimate plus one host-TPOT iteration within ``TTFT + TPOT``.
    Disaggregated decode servers do no prefill: only batch, KV and TPOT apply. Prefill servers (a shared
    pool, *ours*) take the most loaded one whose queued prefill still finishes within ``prefill_slack_share``
-   (0.5) of the time left to the TTFT deadline: the pool runs earliest deadline first, so later and tighter
-   requests jump the queue, and a queue packed to the last millisecond misses (measured, Azure conversation,
-   32 x H100, 120 s at 290 req/s: attainment 85.3% with the whole slack, 99.7% with half).
+   (0.5) of the time left to the TTFT deadline, and early enough that the KV hand-off and one decode
+   iteration still meet the second token's deadline (``TTFT + TPOT``): the pool runs earliest deadline
+   first, so later and tighter requests jump the queue, and a queue packed to the last millisecond misses
+   (measured, Azure conversation, 32 x H100, 120 s at 290 req/s: attainment 85.3% with the whole slack,
+   99.7% with half).
+   *Ours*, ``adaptive_split``: disaggregated prefill and decode servers share one idle pool, so an idle
+   server becomes a prefill or a decode server as demand asks; once the pool is empty, the rebalancer
+   (``tick``) also moves servers between the prefill pool and the decode tiers by measured demand.
 4. **Scale-down** (``tick``): every ``scale_down_period_s``, each active server that has been empty for
    ``scale_down_hysteresis_s`` goes back to the idle pool. The gradient is what empties them.
 
@@ -84,6 +89,12 @@ class PolyServeOptions:
     rebalance_window_s: float = 30.0  # arrival-rate window of the demand estimate
     rebalance_margin: float = 0.75  # servers a donor must have above, and a receiver below, its target
     rebalance_reserve_s: float = 120.0  # how long a server freed by a rebalance is held for its receiver
+    # disaggregated: servers move between the prefill pool and the decode tiers by demand (ours)
+    adaptive_split: bool = True
+    prefill_target_util: float = 0.6  # rebalance: the busy share a prefill server is sized for (TTFT queueing)
+
+
+PREFILL = -1  # the prefill pool's key where tier indices are used (rebalancing, reservations)
 
 
 class PolyServeRouter:
@@ -186,7 +197,12 @@ class PolyServeRouter:
             if lost_cause:
                 return True
             eta = c.prefill_seconds(s.prefill_tokens + req.input_tokens, cfg.max_num_batched_tokens)
-            return eta <= o.prefill_slack_share * (req.ttft_deadline - now)
+            if eta > o.prefill_slack_share * (req.ttft_deadline - now):
+                return False
+            # the second token: the KV hand-off and one decode iteration (at most the TPOT) after the first
+            # token, by the deadline arrival + TTFT + TPOT
+            xfer = cfg.kv_transfer_s_per_token * (req.input_tokens + 1)
+            return now + eta + xfer <= req.ttft_deadline
         if c.decode(n, kv_peak) > host_tpot * o.tpot_headroom:
             return False
         if phase == "decode" or lost_cause:
@@ -252,11 +268,12 @@ class PolyServeRouter:
             sid = self._pick(fleet, None, "prefill", req, 0.0, now, phase, lost)
             if sid is not None:
                 return RoutingDecision.to(sid, "prefill: most loaded prefill server meeting the TTFT")
-            idle = self._idle(fleet, "prefill", now)
+            idle = self._idle(fleet, "prefill", now, PREFILL)
             if idle is not None:
-                return RoutingDecision.to(
-                    idle, "prefill: scale up", (ScaleAction(idle, True, None, "prefill pool full"),)
-                )
+                if self._reserved is not None and self._reserved[0] == PREFILL:
+                    self._reserved = None
+                act = ScaleAction(idle, True, None, "prefill pool full", role=_new_role(fleet, idle, "prefill"))
+                return RoutingDecision.to(idle, "prefill: scale up", (act,))
             return RoutingDecision.wait("prefill pool full and no idle server")
         role = "mixed" if phase == "mixed" else "decode"
         t = req.tier
@@ -279,9 +296,8 @@ class PolyServeRouter:
             if self.feasible(s, req, fleet, own_tpot, now, phase, lost) or lost:
                 if self._reserved is not None and self._reserved[0] == t:
                     self._reserved = None
-                return RoutingDecision.to(
-                    idle, "scale up", (ScaleAction(idle, True, t, f"tier {tiers[t].name} full"),)
-                )
+                act = ScaleAction(idle, True, t, f"tier {tiers[t].name} full", role=_new_role(fleet, idle, role))
+                return RoutingDecision.to(idle, "scale up", (act,))
         if self.o.promotion and not self.o.promote_before_scale_up:
             sid = self._promote(fleet, req, role, now, phase, lost)
             if sid is not None:
@@ -338,8 +354,16 @@ class PolyServeRouter:
         return None
 
     def _idle(self, fleet: FleetState, role: str, now: float, tier: int | None = None) -> int | None:
-        """An idle server of ``role``; the last one is kept for a tier a rebalance freed it for."""
-        idle = [s.sid for s in fleet.servers if not s.active and s.role == role]
+        """An idle server for ``role``; the last one is kept for a tier a rebalance freed it for.
+
+        Disaggregated with ``adaptive_split``: prefill and decode share one idle pool (a server of the same
+        role first, else one that changes role), so the prefill/decode split follows demand."""
+        if self.o.adaptive_split and role in ("prefill", "decode"):
+            idle = [s.sid for s in fleet.servers if not s.active and s.role == role]
+            idle += [s.sid for s in fleet.servers
+                     if not s.active and s.role in ("prefill", "decode") and s.role != role]
+        else:
+            idle = [s.sid for s in fleet.servers if not s.active and s.role == role]
         if not idle:
             return None
         r = self._reserved
@@ -401,45 +425,77 @@ class PolyServeRouter:
             del self._seen[rid]
         return out
 
+    def prefill_demand(self, fleet: FleetState, now: float) -> float:
+        """Prefill servers needed now (disaggregated): prompt tokens per second over the window times the
+        prefill cost per token, over ``prefill_target_util`` (a prefill server must keep room for TTFT
+        queueing). Call after ``demand``, which trims the arrival window."""
+        if not self._arrivals:
+            return 0.0
+        span = min(self.o.rebalance_window_s, max(now, 1.0))
+        c = self.cost(fleet)
+        tokens = sum(x[1] for q in self._arrivals for x in q)
+        reqs = sum(len(q) for q in self._arrivals)
+        busy = (c.b1 * tokens + c.b0 * reqs / 8) / span  # b0 amortised over batches of a few prompts
+        return busy / self.o.prefill_target_util
+
     def _rebalance(self, fleet: FleetState, now: float) -> list[ScaleAction]:
-        """With the idle pool empty, drain the tail server of the tier most above its demand so the tier
-        most below it can scale up (one move at a time; the gradient keeps the tail server lightly loaded)."""
+        """With the idle pool empty, drain the tail server of the pool most above its demand so the pool
+        most below it can scale up (one move at a time; the gradient keeps the tail server lightly loaded).
+        Pools are the tiers; disaggregated with ``adaptive_split``, also the prefill pool (key ``PREFILL``)."""
         for sid in [s for s in self._draining if not fleet.servers[s].active or not fleet.servers[s].draining]:
             self._draining.pop(sid)
         if self._draining or (self._reserved is not None and now < self._reserved[1]):
             return []
         out: list[ScaleAction] = []
+        ntiers = len(fleet.tiers)
         for role in ("mixed", "decode"):
-            pool = [s for s in fleet.servers if s.role == role]
-            if not pool or any(not s.active for s in pool):
+            roles = ("decode", "prefill") if role == "decode" and self.o.adaptive_split else (role,)
+            pool = [s for s in fleet.servers if s.role in roles]
+            if not any(s.role == role for s in pool) or any(not s.active for s in pool):
                 continue
             need = self.demand(fleet, now, role)
+            with_prefill = "prefill" in roles
+            if with_prefill:
+                need.append(self.prefill_demand(fleet, now))
             total = sum(need)
             if total <= 0:
                 continue
             n = len(pool)
             target = [x * n / total for x in need] if total > n else need
-            alloc = [0] * len(fleet.tiers)
+            alloc = [0] * len(need)
             for s in pool:
-                if s.active and not s.draining and s.tier is not None:
-                    alloc[s.tier] += 1
+                if s.active and not s.draining:
+                    if s.role == "prefill":
+                        alloc[ntiers] += 1
+                    elif s.tier is not None:
+                        alloc[s.tier] += 1
             gaps = [target[t] - alloc[t] for t in range(len(alloc))]
             recv = max(range(len(gaps)), key=lambda t: gaps[t])
             donor = min(range(len(gaps)), key=lambda t: gaps[t])
             m = self.o.rebalance_margin
             if gaps[recv] < m or -gaps[donor] < m or alloc[donor] <= max(1, self.o.min_servers_per_tier):
                 continue
-            idx = fleet.index(donor, role)  # type: ignore[arg-type]
+            idx = fleet.index(None, "prefill") if donor == ntiers else fleet.index(donor, role)  # type: ignore[arg-type]
             tail = next((sid for sid in idx.ascending() if not fleet.servers[sid].draining), None)
             if tail is None:
                 continue
-            self._draining[tail] = recv
+            key = PREFILL if recv == ntiers else recv
+            self._draining[tail] = key
             # the server this frees is the receiver's (until it takes it, or for a few minutes at most)
-            self._reserved = (recv, now + self.o.rebalance_reserve_s)
+            self._reserved = (key, now + self.o.rebalance_reserve_s)
             self.rebalances += 1
-            out.append(ScaleAction(tail, False, None, f"rebalance: tier {fleet.tiers[donor].name} -> "
-                                   f"{fleet.tiers[recv].name} (demand {need[donor]:.1f} / {need[recv]:.1f})"))
+
+            def name(t: int) -> str:
+                return "prefill pool" if t == ntiers else f"tier {fleet.tiers[t].name}"
+
+            out.append(ScaleAction(tail, False, None, f"rebalance: {name(donor)} -> {name(recv)} "
+                                   f"(demand {need[donor]:.1f} / {need[recv]:.1f})"))
         return out
+
+
+def _new_role(fleet: FleetState, sid: int, role: str):
+    """The role a scale-up gives server ``sid``: None when it keeps its own."""
+    return None if fleet.servers[sid].role == role else role
 
 
 def _factory(name: str, summary: str, **kw: object) -> None:
@@ -458,3 +514,5 @@ _factory("polyserve-no-promotion", "ablation: PolyServe without lazy promotion",
 _factory("polyserve-no-gradient", "ablation: PolyServe placing on the least loaded feasible server", gradient=False)
 _factory("polyserve-no-wait", "ablation: PolyServe without wait-time awareness", wait_aware=False)
 _factory("polyserve-static-chunk", "ablation: PolyServe with vLLM's static chunk budget", dynamic_chunking=False)
+_factory("polyserve-promote-first", "variant: the paper's literal ladder order (promotion before scale-up)",
+         promote_before_scale_up=True)

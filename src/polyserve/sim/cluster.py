@@ -79,6 +79,7 @@ class Simulation:
         self.w = workload
         self.model = model
         self.router = router
+        self.scheduler_factory = scheduler_factory
         self.config = config
         self.autoscaler = autoscaler
         self.progress = progress
@@ -105,6 +106,10 @@ class Simulation:
                 max_num_seqs=config.max_num_seqs,
                 max_num_batched_tokens=config.max_num_batched_tokens,
                 output_len_prior=config.output_len_prior,
+                kv_transfer_s_per_token=(
+                    kv_transfer_time(model.deployment, 1, config.kv_link_gbps)
+                    if config.mode == "disaggregated" else 0.0
+                ),
             ),
             model,
             roles,  # type: ignore[arg-type]
@@ -473,6 +478,8 @@ class Simulation:
             if was_active and srv.tier == a.tier and not srv.draining:
                 return
             self._account_active(t)
+            if a.role is not None and a.role != srv.role:
+                self.instances[a.server].set_role(a.role, self.scheduler_factory(a.role))
             self.fleet.apply_scale(a, t / NS, 0.0 if was_active else self.config.cold_start_s)
             if not was_active:
                 self._active_count += 1

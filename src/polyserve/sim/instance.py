@@ -117,6 +117,16 @@ class Instance:
         self._plan_end = 0
         self.on_tokens: Callable[[Instance, list[SimRequest], int], None] | None = None
 
+    def set_role(self, role: str, scheduler: InstanceScheduler) -> None:
+        """An idle server moves between the prefill pool and the decode pools (disaggregated, adaptive split)."""
+        if not self.is_empty():
+            raise RuntimeError(f"instance {self.sid} holds requests; only an empty instance changes role")
+        self.role = role
+        self.scheduler = scheduler
+        self._edf = scheduler.queue == "edf"
+        self._dynamic = scheduler.dynamic_budget
+        self._budget = scheduler.token_budget or self.max_num_batched_tokens
+
     # ---- queries ----------------------------------------------------------------------------------------
     @property
     def num_waiting(self) -> int:
