@@ -21,9 +21,17 @@ def _pct(x: object) -> str:
     return "-" if x is None else f"{x:.1%}"  # type: ignore[str-format]
 
 
+def _range(r: dict, key: str) -> str:
+    lo, hi = r.get(f"{key}_min"), r.get(f"{key}_max")
+    if lo is None or hi is None or lo == hi:
+        return _f(r.get(key))
+    return f"{_f(r.get(key))} ({_f(lo)}-{_f(hi)})"
+
+
 def table(rows: list[dict], tiers: list[str]) -> str:
-    head = ["policy", "mode", "goodput req/s", "every-tier req/s", "% of bound", *[f"att {t}" for t in tiers],
-            "autoscaled att/inst-s", "scale acts", "TTFT p50/p99 ms", "TPOT p50/p99 ms"]
+    head = ["policy", "mode", "tail-bounded req/s (min-max)", "overall req/s", "every-tier req/s",
+            "% of bound", *[f"att {t}" for t in tiers], "p99 TTFT all ms", "p99 TTFT all at overall ms", "shed",
+            "autoscaled att/inst-s", "TPOT p50/p99 ms"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if r.get("na"):
@@ -31,13 +39,33 @@ def table(rows: list[dict], tiers: list[str]) -> str:
             continue
         ab = r.get("attainment_by_tier") or {}
         name = r["policy"] + (f" ({r['token_budget']})" if r.get("token_budget") else "")
-        cells = [name, r["mode"], _f(r["goodput_rps"]), _f(r["goodput_rps_all_tiers"]), _pct(r["goodput_fraction"]),
-                 *[_pct(ab.get(t)) for t in tiers], _f(r["autoscaled_goodput_per_instance_s"], 3),
-                 str(r["scaling_actions"]) if r.get("scaling_actions") is not None else "-",
-                 f"{_f(r['ttft_p50_ms'], 0)} / {_f(r['ttft_p99_ms'], 0)}",
+        cells = [name, r["mode"], _range(r, "goodput_rps_tail_bounded"), _range(r, "goodput_rps"),
+                 _f(r["goodput_rps_all_tiers"]), _pct(r["tail_bounded_fraction"]),
+                 *[_pct(ab.get(t)) for t in tiers], _f(r.get("ttft_p99_ms_all"), 0),
+                 _f(r.get("ttft_p99_ms_all_at_goodput_rps"), 0), _pct(r.get("shed_fraction")),
+                 _f(r["autoscaled_goodput_per_instance_s"], 3),
                  f"{_f(r['tpot_p50_ms'])} / {_f(r['tpot_p99_ms'])}"]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def headline_lines(head: dict) -> list[str]:
+    out = []
+    for mode in ("colocated", "disaggregated"):
+        h = head.get(mode)
+        if not isinstance(h, dict):
+            continue
+        out.append(
+            f"- {mode}: PolyServe tail-bounded {_f(h.get('polyserve_goodput_rps_tail_bounded'))} req/s "
+            f"({_pct(h.get('tail_bounded_fraction_of_bound'))} of the every-tier work bound); "
+            f"x{_f(h.get('ratio_vs_best_paper'), 3)} the best paper baseline ({h.get('best_paper')}, "
+            f"{_f(h.get('best_paper_goodput_rps_tail_bounded'))}; worst seed vs its best seed "
+            f"x{_f(h.get('ratio_vs_best_paper_min_seed'), 3)}), x{_f(h.get('ratio_vs_best_other'), 3)} the best "
+            f"other policy ({h.get('best_other')}, {_f(h.get('best_other_goodput_rps_tail_bounded'))}; "
+            f"x{_f(h.get('ratio_vs_best_other_min_seed'), 3)}), x{_f(h.get('ratio_vs_best_ablation'), 3)} the best "
+            f"ablation or variant ({h.get('best_ablation')}); overall goodput "
+            f"x{_f(h.get('ratio_overall_vs_best_paper'), 3)} / x{_f(h.get('ratio_overall_vs_best_other'), 3)}")
+    return out
 
 
 def main() -> None:
@@ -59,29 +87,27 @@ def main() -> None:
         print(table(rows, tiers))
         print()
     head = details.get("headline") or {}
-    for mode in ("colocated", "disaggregated"):
-        h = head.get(mode)
-        if not isinstance(h, dict):
-            continue
-        print(f"- {mode}: PolyServe {_f(h.get('polyserve_goodput_rps'))} req/s "
-              f"({_pct(h.get('goodput_fraction_of_optimal'))} of the bound); "
-              f"x{_f(h.get('ratio_vs_best_paper'), 3)} the best paper baseline ({h.get('best_paper_baseline')}, "
-              f"{_f(h.get('best_paper_goodput_rps'))}), x{_f(h.get('ratio_vs_best_stronger'), 3)} the best "
-              f"stronger one ({h.get('best_stronger_baseline')}, {_f(h.get('best_stronger_goodput_rps'))}); "
-              f"every-tier goodput x{_f(h.get('ratio_all_tiers_vs_best_paper'), 3)} / "
-              f"x{_f(h.get('ratio_all_tiers_vs_best_stronger'), 3)}")
+    for line in headline_lines(head):
+        print(line)
+    sens = head.get("sensitivity")
+    if isinstance(sens, dict):
+        print("\nsensitivity model:")
+        for line in headline_lines(sens):
+            print(line)
     fleet = details.get("fleet_scaling") or []
     if fleet:
-        print("\n| policy | instances | goodput req/s | per instance | bound req/s |\n|---|---|---|---|---|")
+        print("\n| policy | instances | tail-bounded req/s | per instance | overall req/s | bound req/s |\n"
+              "|---|---|---|---|---|---|")
         for r in fleet:
-            print(f"| {r['policy']} | {r['instances']} | {_f(r['goodput_rps'])} | {_f(r['goodput_per_instance'], 2)}"
-                  f" | {_f(r['optimal_rps'])} |")
+            print(f"| {r['policy']} | {r['instances']} | {_f(r.get('goodput_rps_tail_bounded'))} | "
+                  f"{_f(r['goodput_per_instance'], 2)} | {_f(r['goodput_rps'])} | {_f(r['optimal_rps'])} |")
     sweep = details.get("rate_sweep") or {}
     if sweep:
-        print("\n| policy | rate req/s | attainment | " + " | ".join(tiers) + " |\n|---|---|---|" + "---|" * len(tiers))
+        print("\n| policy | rate req/s | attainment | p99 TTFT all ms | " + " | ".join(tiers) + " |\n|---|---|---|---|"
+              + "---|" * len(tiers))
         for pol, pts in sorted(sweep.items()):
             for p in pts:
-                print(f"| {pol} | {_f(p['rate'])} | {_pct(p['attainment'])} | "
+                print(f"| {pol} | {_f(p['rate'])} | {_pct(p['attainment'])} | {_f(p.get('ttft_p99_ms_all'), 0)} | "
                       + " | ".join(_pct(p["tiers"].get(t)) for t in tiers) + " |")
 
 

@@ -90,6 +90,15 @@ def test_b_promotion_tries_the_nearest_tighter_tier_first():
     assert (d.action, d.server, d.promoted, d.reason) == ("dispatch", 1, True, "promoted to tier t50")
 
 
+def test_b_a_promoted_request_leaves_the_reserve_free_for_the_host_tier():
+    """A t20 server with 37 requests can take a t30 request at the host's 19 ms budget (n = 38: 18.0 ms
+    steps), but not while keeping 4 seats free for t20's own arrivals (n = 42: 19.3 ms): not promoted by
+    default (and no idle server: it waits), promoted with ``promotion_reserve=0``."""
+    f = build(2, {0: (T20, FULL_T20 - 1), 1: (T30, FULL_T30)})
+    assert router(promotion_reserve=0).route(req(1, T30), f, 0.0, "mixed").server == 0
+    assert router().route(req(1, T30), f, 0.0, "mixed").action == "pending"
+
+
 def test_b_no_promotion_to_a_looser_tier():
     """A t20 request never lands on a t30 server, however empty: with no t20 room and no idle server it waits."""
     f = build(2, {0: (T20, FULL_T20), 1: (T30, 0)})
@@ -97,20 +106,32 @@ def test_b_no_promotion_to_a_looser_tier():
     assert d == RoutingDecision.wait("no server can meet the deadlines")
 
 
-def test_b_promotion_is_lazy_scale_up_comes_first_by_default():
-    """Own tier full, a t20 server with room and an idle server: the default ladder scales up instead of promoting."""
+def test_b_scale_first_variant_scales_up_instead_of_promoting():
+    """Own tier full, a t20 server with room and an idle server: ``promote_before_scale_up=False`` (the
+    ``polyserve-scale-first`` variant) scales up instead of promoting."""
     f = build(3, {0: (T20, 5), 1: (T30, FULL_T30)})
-    d = router().route(req(1, T30), f, 0.0, "mixed")
+    d = router(promote_before_scale_up=False).route(req(1, T30), f, 0.0, "mixed")
     assert d.promoted is False
     assert (d.action, d.server, d.reason) == ("dispatch", 2, "scale up")
     assert d.scale == (ScaleAction(2, True, T30, "tier t30 full"),)
 
 
-def test_b_literal_paper_order_promotes_before_scaling_up():
-    """``promote_before_scale_up=True`` (the paper's order): same fleet, the t20 server is used, no scale action."""
+def test_b_paper_order_by_default_promotes_before_scaling_up():
+    """The default (the paper's order): same fleet, the t20 server is used, no scale action."""
     f = build(3, {0: (T20, 5), 1: (T30, FULL_T30)})
-    d = router(promote_before_scale_up=True).route(req(1, T30), f, 0.0, "mixed")
+    d = router().route(req(1, T30), f, 0.0, "mixed")
     assert d == RoutingDecision("dispatch", 0, "promoted to tier t20", (), True)
+
+
+def test_b_no_promotion_into_a_tier_whose_own_requests_wait():
+    """``protect_host_tier`` (default): with a t20 request pending in the router, the t30 request does not take
+    the t20 server's seat; it scales up instead (and with the protection off it is promoted)."""
+    f = build(3, {0: (T20, 5), 1: (T30, FULL_T30)})
+    f.pending[T20].append(req(99, T20))
+    d = router().route(req(1, T30), f, 0.0, "mixed")
+    assert (d.action, d.server, d.promoted, d.reason) == ("dispatch", 2, False, "scale up")
+    d = router(protect_host_tier=False).route(req(1, T30), f, 0.0, "mixed")
+    assert (d.action, d.server, d.promoted) == ("dispatch", 0, True)
 
 
 # ---- (c) scale up ------------------------------------------------------------------------------------------
