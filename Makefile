@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean bench compare
+.PHONY: demo test lint venv clean bench compare compare-code compare-arxiv compare-roofline results
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,26 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
-# the full comparison behind README "Results" (about an hour on 2 cores)
+# the comparisons behind README "Results": the headline (Azure conversation), the code trace, the arXiv lengths,
+# and the roofline latency model as a sensitivity check; `make results` runs all four (see README for times)
+DATA := src/polyserve/data/traces
+COMPARE_ARGS ?= --duration 150 --warmup 50 --seeds 0,1,2 --co-chunk-budgets 512,2048,8192 \
+	--sensitivity-model none --rate-sweep '' --fleet-sizes ''
+
 compare: $(STAMP)
 	$(BIN)/polyserve compare --out runs/compare $(COMPARE_ARGS)
 
-# what README "Results" was made with: 300 s goodput probes (the 600 s default takes twice as long)
-COMPARE_ARGS ?= --duration 300 --warmup 30
+compare-code: $(STAMP)
+	$(BIN)/polyserve compare --out runs/compare_code --trace $(DATA)/AzureLLMInferenceTrace_code.csv $(COMPARE_ARGS)
+
+compare-arxiv: $(STAMP)
+	$(BIN)/polyserve compare --out runs/compare_arxiv \
+		--trace $(DATA)/arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv $(COMPARE_ARGS)
+
+compare-roofline: $(STAMP)
+	$(BIN)/polyserve compare --out runs/compare_roofline --latency-model roofline $(COMPARE_ARGS)
+
+results: compare compare-code compare-arxiv compare-roofline
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sim_speed.py
