@@ -95,7 +95,9 @@ class PolyServeOptions:
     rebalance_reserve_s: float = 120.0  # how long a server freed by a rebalance is held for its receiver
     # disaggregated: servers move between the prefill pool and the decode tiers by demand (ours)
     adaptive_split: bool = True
-    prefill_target_util: float = 0.6  # rebalance: the busy share a prefill server is sized for (TTFT queueing)
+    # rebalance: the busy share a prefill server is sized for (TTFT queueing); measured (Azure conversation,
+    # 32 x H100, disaggregated, 150 s probes, seed 0): tail-bounded goodput 275.6 req/s at 0.6, 280.3 at 0.9
+    prefill_target_util: float = 0.9
 
 
 PREFILL = -1  # the prefill pool's key where tier indices are used (rebalancing, reservations)
