@@ -475,7 +475,8 @@ def headline(rows, ctx: Context, st: CompareSettings, as_rate: float, best_paper
 def write_outputs(out: Path, ctx: Context, st: CompareSettings, res: CompareResult) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    meta = {"polyserve_version": __version__, "trace": ctx.trace, "fleet": asdict(ctx.fleet),
+    meta = {"polyserve_version": __version__, "trace": ctx.trace, "trace_format": ctx.trace_format,
+            "tiers": ctx.tiers_path, "tier_weights": ctx.tier_weights, "fleet": asdict(ctx.fleet),
             "sim": ctx.sim.to_dict(), "seed": ctx.seed, "goodput": asdict(ctx.goodput), "settings": asdict(st)}
     for name, rows in (("compare", res.rows), (f"compare_{st.sensitivity_model}", res.sensitivity)):
         if name.endswith("None") or (name != "compare" and not rows):

@@ -1,0 +1,82 @@
+"""Replace rows of one ``polyserve compare`` output with the rows of another, and recompute the headline.
+
+    .venv/bin/python benchmarks/merge_compare.py BASE_DIR NEW_DIR OUT_DIR
+
+Why this is sound: every row of ``compare.json`` comes from its own deterministic tasks (policy x mode x seed,
+the work bound depends only on the workload), so a row computed in a later run with the same trace, fleet,
+probe settings and seeds is exactly the row a full rerun would give. Use it after changing one policy, to
+re-measure only that policy's rows. Refuses to merge outputs whose settings differ (it names the field).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from polyserve.compare import CompareResult, CompareSettings, Context, headline, write_outputs
+from polyserve.goodput import GoodputSettings
+from polyserve.runner import FleetSpec
+from polyserve.sim.config import SimConfig
+
+SAME = ("trace", "fleet", "sim", "goodput")  # meta fields that must agree (sim.mode may differ: rows name it)
+SAME_OPTIONAL = ("trace_format", "tiers", "tier_weights")  # recorded since the tail-bounded compare
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("base", type=Path)
+    ap.add_argument("new", type=Path)
+    ap.add_argument("out", type=Path)
+    a = ap.parse_args()
+    base_d = json.loads((a.base / "compare_details.json").read_text())
+    new_d = json.loads((a.new / "compare_details.json").read_text())
+    for k in SAME:
+        x, y = base_d["meta"][k], new_d["meta"][k]
+        if isinstance(x, dict) and isinstance(y, dict):
+            x, y = dict(x), dict(y)
+            x.pop("mode", None)
+            y.pop("mode", None)
+        if x != y:
+            print(f"merge_compare: meta.{k} differs between {a.base} and {a.new}; refusing to merge", file=sys.stderr)
+            return 2
+    for k in SAME_OPTIONAL:
+        if base_d["meta"].get(k) != new_d["meta"].get(k):
+            print(f"merge_compare: meta.{k} differs between {a.base} and {a.new}; refusing to merge", file=sys.stderr)
+            return 2
+    if base_d["meta"]["settings"]["seeds"] != new_d["meta"]["settings"]["seeds"]:
+        print("merge_compare: the two runs used different seeds; refusing to merge", file=sys.stderr)
+        return 2
+    rows = json.loads((a.base / "compare.json").read_text())
+    new_rows = {(r["policy"], r["mode"]): r for r in json.loads((a.new / "compare.json").read_text())}
+    replaced = 0
+    for i, r in enumerate(rows):
+        n = new_rows.get((r["policy"], r["mode"]))
+        if n is not None:
+            rows[i] = n
+            replaced += 1
+    st = base_d["meta"]["settings"]
+    settings = CompareSettings(policies=tuple(st["policies"]), modes=tuple(st["modes"]), seeds=tuple(st["seeds"]),
+                               co_chunk_budgets=tuple(st["co_chunk_budgets"]), sensitivity_model=None,
+                               rate_sweep=(), fleet_sizes=())
+    meta = base_d["meta"]
+    ctx = Context(meta["trace"], meta.get("trace_format"), meta.get("tiers"), meta.get("tier_weights"),
+                  FleetSpec(**meta["fleet"]), SimConfig(**meta["sim"]), meta["seed"],
+                  GoodputSettings(**meta["goodput"]))
+    head = headline(rows, ctx, settings, base_d["headline"]["autoscale_rate"],
+                    base_d["headline"].get("best_paper_baseline_colocated"))
+    timelines = dict(base_d.get("servers_timeline") or {})
+    timelines.update(new_d.get("servers_timeline") or {})
+    res = CompareResult(rows, [], base_d.get("rate_sweep") or {}, base_d.get("fleet_scaling") or [], timelines, head)
+    files = write_outputs(a.out, ctx, settings, res)
+    details = json.loads((a.out / "compare_details.json").read_text())
+    details["meta"] = {**meta, "merged_from": {"base": str(a.base), "new": str(a.new),
+                                               "rows": sorted(f"{p}/{m}" for p, m in new_rows)}}
+    (a.out / "compare_details.json").write_text(json.dumps(details, indent=2) + "\n", encoding="utf-8")
+    print(f"replaced {replaced} rows; wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
