@@ -1,11 +1,13 @@
 """Replace rows of one ``polyserve compare`` output with the rows of another, and recompute the headline.
 
-    .venv/bin/python benchmarks/merge_compare.py BASE_DIR NEW_DIR OUT_DIR
+    .venv/bin/python benchmarks/merge_compare.py BASE_DIR NEW_DIR OUT_DIR [--drop POLICY ...]
 
 Why this is sound: every row of ``compare.json`` comes from its own deterministic tasks (policy x mode x seed,
 the work bound depends only on the workload), so a row computed in a later run with the same trace, fleet,
 probe settings and seeds is exactly the row a full rerun would give. Use it after changing one policy, to
-re-measure only that policy's rows. Refuses to merge outputs whose settings differ (it names the field).
+re-measure only that policy's rows. Rows of NEW that BASE lacks are appended; ``--drop`` removes the rows of a
+policy that no longer exists (a renamed variant). Refuses to merge outputs whose settings differ (it names the
+field).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def main() -> int:
     ap.add_argument("base", type=Path)
     ap.add_argument("new", type=Path)
     ap.add_argument("out", type=Path)
+    ap.add_argument("--drop", action="append", default=[], help="remove this policy's rows (repeatable)")
     a = ap.parse_args()
     base_d = json.loads((a.base / "compare_details.json").read_text())
     new_d = json.loads((a.new / "compare_details.json").read_text())
@@ -56,8 +59,12 @@ def main() -> int:
         if n is not None:
             rows[i] = n
             replaced += 1
+    have = {(r["policy"], r["mode"]) for r in rows}
+    rows += [r for k, r in new_rows.items() if k not in have]
+    rows = [r for r in rows if r["policy"] not in set(a.drop)]
     st = base_d["meta"]["settings"]
-    settings = CompareSettings(policies=tuple(st["policies"]), modes=tuple(st["modes"]), seeds=tuple(st["seeds"]),
+    policies = [p for p in dict.fromkeys([*st["policies"], *(r["policy"] for r in rows)]) if p not in set(a.drop)]
+    settings = CompareSettings(policies=tuple(policies), modes=tuple(st["modes"]), seeds=tuple(st["seeds"]),
                                co_chunk_budgets=tuple(st["co_chunk_budgets"]), sensitivity_model=None,
                                rate_sweep=(), fleet_sizes=())
     meta = base_d["meta"]

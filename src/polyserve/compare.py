@@ -56,7 +56,7 @@ PAPER_BASELINES = ("random", "minimal", "co-chunk")
 STRONGER_BASELINES = ("round-robin", "least-outstanding", "power-of-two", "static-partition", "edf-pool",
                       "minimal-edf", "slos-serve")
 ABLATIONS = ("polyserve-no-promotion", "polyserve-no-gradient", "polyserve-no-wait", "polyserve-static-chunk",
-             "polyserve-scale-first")
+             "polyserve-promote-first")
 DEFAULT_POLICIES = ("polyserve", *PAPER_BASELINES, *STRONGER_BASELINES, *ABLATIONS)
 # (policy, mode) pairs that are n/a, with the reason: unsupported, or identical to PolyServe in that mode
 NOT_APPLICABLE = {

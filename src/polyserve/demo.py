@@ -3,7 +3,8 @@
 It is ``polyserve compare`` with small settings so it ends in a few minutes on 2 cores: PolyServe and the
 paper's baselines (Random, Minimal, CO-Chunk with three static budgets), co-located and disaggregated, on 32
 H100 instances of Llama-3.1-8B under the default (BLIS linear) latency model, goodput probes of 120 simulated
-seconds (20 s warm-up) instead of 600 s, no sensitivity model, no rate or fleet sweeps. Its figures are
+seconds (20 s warm-up) instead of 600 s, one seed instead of three, no sensitivity model, no rate or fleet
+sweeps. Its figures are
 therefore noisier than the full run's; README "Results" holds the full run and the command that made it.
 
 Usage: ``python -m polyserve.demo [--out DIR]`` (default ``runs/demo``).
@@ -25,7 +26,8 @@ DEMO_ARGS = [
     "--fleet-sizes", "",
     "--seeds", "0",
 ]
-FULL_RUN = "make compare  (polyserve compare --out runs/compare --duration 300 --warmup 30; README 'Results')"
+FULL_RUN = ("make compare  (polyserve compare --out runs/compare --duration 150 --warmup 50 --seeds 0,1,2 ...; "
+            "README 'Results')")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # a failing command exits through typer
         return int(e.code or 0)
     console.print(f"\nDemo outputs: {out}/ (compare.json, compare.csv, goodput_by_policy.png, ...)", highlight=False)
-    console.print(f"Full run (300 s probes, every baseline and ablation, sweeps): {FULL_RUN}", highlight=False)
+    console.print(f"Full run (150 s probes, 3 seeds, every baseline and ablation): {FULL_RUN}", highlight=False)
     return 0
 
 

@@ -167,5 +167,4 @@ def test_metrics_count_requests_per_tier_with_ttft_tpot_and_attainment() -> None
     for name in ("polyserve_pending_requests{", "polyserve_servers{", "polyserve_scaling_actions_total{",
                  "polyserve_backend_outstanding{"):  # fmt: skip
         assert name in text
-    # t20 scaled up; the t100 requests are promoted onto its server (the paper's order: promotion first)
-    assert metric(gw, "polyserve_scaling_actions_total", action="activate") >= 1
+    assert metric(gw, "polyserve_scaling_actions_total", action="activate") >= 2  # two tiers scaled up

@@ -106,30 +106,30 @@ def test_b_no_promotion_to_a_looser_tier():
     assert d == RoutingDecision.wait("no server can meet the deadlines")
 
 
-def test_b_scale_first_variant_scales_up_instead_of_promoting():
-    """Own tier full, a t20 server with room and an idle server: ``promote_before_scale_up=False`` (the
-    ``polyserve-scale-first`` variant) scales up instead of promoting."""
+def test_b_promotion_is_lazy_scale_up_comes_first_by_default():
+    """Own tier full, a t20 server with room and an idle server: the default ladder scales up instead of promoting."""
     f = build(3, {0: (T20, 5), 1: (T30, FULL_T30)})
-    d = router(promote_before_scale_up=False).route(req(1, T30), f, 0.0, "mixed")
+    d = router().route(req(1, T30), f, 0.0, "mixed")
     assert d.promoted is False
     assert (d.action, d.server, d.reason) == ("dispatch", 2, "scale up")
     assert d.scale == (ScaleAction(2, True, T30, "tier t30 full"),)
 
 
-def test_b_paper_order_by_default_promotes_before_scaling_up():
-    """The default (the paper's order): same fleet, the t20 server is used, no scale action."""
+def test_b_paper_order_variant_promotes_before_scaling_up():
+    """``promote_before_scale_up=True`` (the paper's order, ``polyserve-promote-first``): same fleet, the t20
+    server is used, no scale action."""
     f = build(3, {0: (T20, 5), 1: (T30, FULL_T30)})
-    d = router().route(req(1, T30), f, 0.0, "mixed")
+    d = router(promote_before_scale_up=True).route(req(1, T30), f, 0.0, "mixed")
     assert d == RoutingDecision("dispatch", 0, "promoted to tier t20", (), True)
 
 
 def test_b_no_promotion_into_a_tier_whose_own_requests_wait():
-    """``protect_host_tier`` (default): with a t20 request pending in the router, the t30 request does not take
-    the t20 server's seat; it scales up instead (and with the protection off it is promoted)."""
-    f = build(3, {0: (T20, 5), 1: (T30, FULL_T30)})
+    """``protect_host_tier`` (default): with a t20 request pending in the router and no idle server, the t30
+    request does not take the t20 server's seat; it waits (and with the protection off it is promoted)."""
+    f = build(2, {0: (T20, 5), 1: (T30, FULL_T30)})
     f.pending[T20].append(req(99, T20))
     d = router().route(req(1, T30), f, 0.0, "mixed")
-    assert (d.action, d.server, d.promoted, d.reason) == ("dispatch", 2, False, "scale up")
+    assert d == RoutingDecision.wait("no server can meet the deadlines")
     d = router(protect_host_tier=False).route(req(1, T30), f, 0.0, "mixed")
     assert (d.action, d.server, d.promoted) == ("dispatch", 0, True)
 

@@ -7,18 +7,22 @@ The algorithm (``../shared/design/polyserve.md`` §2; choices the paper leaves o
    a. among tier *t*'s servers that can still meet the request's deadlines, the **most loaded** (most
       outstanding requests). Packing the busiest server first builds a load gradient, so the least loaded
       server drains and can be released;
-   b. else **promote** (lazily, only now that tier *t* is full): the same choice among a tighter tier's
-      servers, judged against the *host* tier's TPOT because a server's batch is bounded by its tightest
-      request; the nearest tighter tier is tried first (*ours*: it wastes the least headroom);
-      *Ours*, ``protect_host_tier``: never into a tier whose own requests are waiting in the router. Without
-      it, loose requests fill the tight tier's spare seats and the tight tier's own arrivals then miss:
-      measured (Azure conversation, 32 x H100, 200 s probes, shed, seed 0, tail-bounded goodput): the
-      paper's order alone 288.5 req/s, with the protection 318.8, no promotion at all 312.8. *Ours*,
+   b. else **scale up**: take a server from the idle pool into tier *t* (*ours*: before promotion);
+   c. else **promote** (lazily, only now that tier *t* is full and nothing is idle): the same choice among a
+      tighter tier's servers, judged against the *host* tier's TPOT because a server's batch is bounded by
+      its tightest request; the nearest tighter tier is tried first (*ours*: it wastes the least headroom).
+      *Ours*, ``protect_host_tier``: never into a tier whose own requests are waiting in the router, and
       ``promotion_reserve`` (4): a promoted request must leave room on the host for that many more of the
-      host tier's own requests (judged as if they were already there): 321.8 req/s;
-   c. else **scale up**: take a server from the idle pool into tier *t* (the paper's order, the default;
-      ``promote_before_scale_up=False``, registered as ``polyserve-scale-first``, tries it before (b):
-      303.7 req/s in the same measurement, 315.8 with the protection);
+      host tier's own requests (judged as if they were already there). Without them, loose requests fill
+      the tight tier's spare seats and the tight tier's own arrivals then miss.
+      The order, measured (Azure conversation, 32 x H100, overload shed, tail-bounded goodput): on 200 s
+      probes, seed 0, the paper's order (promotion before scale-up, ``promote_before_scale_up=True``,
+      registered as ``polyserve-promote-first``) alone 288.5 req/s, scale-up first 303.7, no promotion
+      312.8, scale-up first with the protection 315.8, the paper's order with it 318.8 (321.8 with the
+      reserve); on 150 s probes, 3 seeds, both orders with protection and reserve tie co-located (316.4) and
+      scale-up first wins disaggregated (285.5 vs 281.0); under the roofline model the paper's order
+      collapses (attainment 76% at 300 req/s: promoted requests wait in the host's queue, sized by its
+      tight slack, until they are shed) where scale-up first attains 99.5%. So scale-up comes first;
    c'. *ours*: a tier that owns no server at all, with none idle, takes the least loaded looser-tier tail
       server whose batch still fits its TPOT (a fleet with fewer servers than tiers would else starve it);
    d. else **pending**: the driver retries on every completion and tick. Once the request's TTFT can no
@@ -73,7 +77,7 @@ from polyserve.policy.cost import LinearCost, fit_cost
 @dataclass(frozen=True)
 class PolyServeOptions:
     promotion: bool = True
-    promote_before_scale_up: bool = True  # the paper's ladder order (False: scale-up before promotion)
+    promote_before_scale_up: bool = False  # True: the paper's ladder order (promotion before scale-up)
     protect_host_tier: bool = True  # never promote into a tier whose own requests are pending (ours)
     promotion_reserve: int = 4  # seats a promoted request must leave free for the host tier's own requests
     gradient: bool = True
@@ -292,7 +296,7 @@ class PolyServeRouter:
         sid = self._pick(fleet, t, role, req, own_tpot, now, phase, lost)
         if sid is not None:
             return RoutingDecision.to(sid, "own tier")
-        # (b) lazy promotion, then (c) scale-up (the paper's order; promote_before_scale_up=False swaps them).
+        # scale-up, then lazy promotion (ours; promote_before_scale_up=True: the paper's order, promotion first).
         # protect_host_tier keeps a tier whose own requests wait from hosting promoted ones (module docstring)
         if self.o.promotion and self.o.promote_before_scale_up:
             sid = self._promote(fleet, req, role, now, phase, lost)
@@ -523,5 +527,5 @@ _factory("polyserve-no-promotion", "ablation: PolyServe without lazy promotion",
 _factory("polyserve-no-gradient", "ablation: PolyServe placing on the least loaded feasible server", gradient=False)
 _factory("polyserve-no-wait", "ablation: PolyServe without wait-time awareness", wait_aware=False)
 _factory("polyserve-static-chunk", "ablation: PolyServe with vLLM's static chunk budget", dynamic_chunking=False)
-_factory("polyserve-scale-first", "variant: PolyServe trying scale-up before promotion (the paper: promotion first)",
-         promote_before_scale_up=False)
+_factory("polyserve-promote-first", "variant: the paper's ladder order (promotion before scale-up)",
+         promote_before_scale_up=True)
