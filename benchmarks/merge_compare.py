@@ -78,8 +78,10 @@ def main() -> int:
     res = CompareResult(rows, [], base_d.get("rate_sweep") or {}, base_d.get("fleet_scaling") or [], timelines, head)
     files = write_outputs(a.out, ctx, settings, res)
     details = json.loads((a.out / "compare_details.json").read_text())
-    details["meta"] = {**meta, "merged_from": {"base": str(a.base), "new": str(a.new),
-                                               "rows": sorted(f"{p}/{m}" for p, m in new_rows)}}
+    details["meta"] = {**meta, "settings": details["meta"]["settings"],  # the merged policy list
+                       "merged_from": [*meta.get("merged_from", []),
+                                       {"base": str(a.base), "new": str(a.new),
+                                        "rows": sorted(f"{p}/{m}" for p, m in new_rows)}]}
     (a.out / "compare_details.json").write_text(json.dumps(details, indent=2) + "\n", encoding="utf-8")
     print(f"replaced {replaced} rows; wrote " + ", ".join(str(f) for f in files))
     return 0
