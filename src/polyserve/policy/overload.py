@@ -24,13 +24,11 @@ Pure and clock-free like the rest of ``policy/``: ``now`` comes in as an argumen
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from polyserve.core.errors import ConfigError
 from polyserve.core.fleet import IterationTimeModel, Phase, RequestInfo
 from polyserve.policy.cost import LinearCost, fit_cost
 
-OverloadMode = Literal["serve", "shed"]
 OVERLOAD_MODES: tuple[str, ...] = ("serve", "shed")
 LOST_REASON = "TTFT deadline can no longer be met"
 

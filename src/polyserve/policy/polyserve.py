@@ -72,6 +72,7 @@ from polyserve.core.errors import ConfigError
 from polyserve.core.fleet import FleetState, Phase, RequestInfo, RoutingDecision, ScaleAction, ServerState
 from polyserve.policy.base import ROUTERS
 from polyserve.policy.cost import LinearCost, fit_cost
+from polyserve.policy.overload import LostCauseTest
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class PolyServeRouter:
             self.name = name
         self._cost: LinearCost | None = None
         self._cost_model: object | None = None
+        self._lost_test: LostCauseTest | None = None
         self._next_scale_down = 0.0
         # demand estimate: first-routing times and prompt lengths per tier, over a sliding window
         self._seen: dict[int, float] = {}
@@ -162,6 +164,8 @@ class PolyServeRouter:
         if self._cost is None or self._cost_model is not fleet.model:
             self._cost = fit_cost(fleet.model, fleet.config.max_num_seqs, fleet.config.max_num_batched_tokens)
             self._cost_model = fleet.model
+            self._lost_test = LostCauseTest(fleet.model, fleet.config.max_num_seqs,
+                                            fleet.config.max_num_batched_tokens, self._cost)
         return self._cost
 
     def _first_token_eta(
@@ -261,13 +265,11 @@ class PolyServeRouter:
         return None
 
     def _lost_cause(self, req: RequestInfo, fleet: FleetState, now: float, phase: Phase) -> bool:
-        """True when even an idle server could not produce the first token by its deadline (the same test as
-        the driver's overload contract, ``overload.LostCauseTest``)."""
-        if phase == "decode":
-            return False
-        c = self.cost(fleet)
-        best = c.prefill_seconds(req.input_tokens, fleet.config.max_num_batched_tokens)
-        return now + best > req.ttft_deadline
+        """True when even an idle server could not produce the first token by its deadline: the driver's
+        overload test (``overload.LostCauseTest``), on the router's own cost surrogate."""
+        self.cost(fleet)
+        assert self._lost_test is not None  # set with the cost surrogate
+        return self._lost_test.lost_info(req, now, phase)
 
     # ---- the ladder ---------------------------------------------------------------------------------------
     def route(self, req: RequestInfo, fleet: FleetState, now: float, phase: Phase) -> RoutingDecision:
@@ -371,12 +373,11 @@ class PolyServeRouter:
 
         Disaggregated with ``adaptive_split``: prefill and decode share one idle pool (a server of the same
         role first, else one that changes role), so the prefill/decode split follows demand."""
-        if self.o.adaptive_split and role in ("prefill", "decode"):
-            idle = [s.sid for s in fleet.servers if not s.active and s.role == role]
-            idle += [s.sid for s in fleet.servers
-                     if not s.active and s.role in ("prefill", "decode") and s.role != role]
-        else:
-            idle = [s.sid for s in fleet.servers if not s.active and s.role == role]
+        shared = self.o.adaptive_split and role in ("prefill", "decode")
+        roles = ("prefill", "decode") if shared else (role,)
+        # same role first (stable sort keeps server-id order within each group)
+        idle = sorted((s.sid for s in fleet.servers if not s.active and s.role in roles),
+                      key=lambda sid: fleet.servers[sid].role != role)
         if not idle:
             return None
         r = self._reserved

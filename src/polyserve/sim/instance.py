@@ -76,14 +76,11 @@ class Instance:
         self.role = role  # "mixed" | "prefill" | "decode"
         self.model = model
         self.kv_capacity = kv_capacity
-        self.scheduler = scheduler
         self.host = host
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.fast = fast
-        self._edf = scheduler.queue == "edf"
-        self._dynamic = scheduler.dynamic_budget
-        self._budget = scheduler.token_budget or max_num_batched_tokens
+        self._use_scheduler(scheduler)
         self._kv_indep = bool(getattr(model, "kv_independent", False))
         self._step_cache: dict[int, int] = {}
         # queues
@@ -122,6 +119,9 @@ class Instance:
         if not self.is_empty():
             raise RuntimeError(f"instance {self.sid} holds requests; only an empty instance changes role")
         self.role = role
+        self._use_scheduler(scheduler)
+
+    def _use_scheduler(self, scheduler: InstanceScheduler) -> None:
         self.scheduler = scheduler
         self._edf = scheduler.queue == "edf"
         self._dynamic = scheduler.dynamic_budget
