@@ -27,7 +27,7 @@ lint: $(STAMP)
 # the comparisons behind README "Results": the headline (Azure conversation), the code trace, the arXiv lengths,
 # and the roofline latency model as a sensitivity check; `make results` runs all four (see README for times)
 DATA := src/polyserve/data/traces
-COMPARE_ARGS ?= --duration 150 --warmup 50 --seeds 0,1,2 --co-chunk-budgets 512,2048,8192 \
+COMPARE_ARGS ?= --duration 150 --warmup 50 --seeds 0,1,2 --co-chunk-budgets 512,2048,8192 --prefill-fractions 0.25,0.5,0.75 \
 	--sensitivity-model none --rate-sweep '' --fleet-sizes ''
 
 compare: $(STAMP)

@@ -38,7 +38,8 @@ def table(rows: list[dict], tiers: list[str]) -> str:
             out.append("| " + " | ".join([r["policy"], r["mode"], *["n/a"] * (len(head) - 2)]) + " |")
             continue
         ab = r.get("attainment_by_tier") or {}
-        name = r["policy"] + (f" ({r['token_budget']})" if r.get("token_budget") else "")
+        name = r["policy"] + (f" ({r['token_budget']})" if r.get("token_budget") else "") + (
+            f" (prefill {r['prefill_fraction']:.0%})" if r.get("prefill_fraction") else "")
         cells = [name, r["mode"], _range(r, "goodput_rps_tail_bounded"), _range(r, "goodput_rps"),
                  _f(r["goodput_rps_all_tiers"]), _pct(r["tail_bounded_fraction"]),
                  *[_pct(ab.get(t)) for t in tiers], _f(r.get("ttft_p99_ms_all"), 0),

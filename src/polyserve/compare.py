@@ -73,8 +73,8 @@ ROW_KEYS = (
     "optimal_rps", "optimal_rps_all_tiers", "goodput_fraction", "tail_bounded_fraction", "fluid_estimate_rps",
     "autoscaled_goodput_per_instance_s", "scaling_actions", "attainment_by_tier", "ttft_p50_ms", "ttft_p99_ms",
     "ttft_p99_ms_all", "ttft_p99_ms_all_at_goodput_rps", "shed_fraction", "tpot_p50_ms", "tpot_p99_ms",
-    "autoscaled_attainment", "autoscaled_instance_seconds", "token_budget", "na", "seeds", "per_seed",
-    "stationarity", "latency_model_params",
+    "autoscaled_attainment", "autoscaled_instance_seconds", "token_budget", "prefill_fraction", "na", "seeds",
+    "per_seed", "stationarity", "latency_model_params",
 )
 
 
@@ -97,6 +97,9 @@ class CompareSettings:
     policies: tuple[str, ...] = DEFAULT_POLICIES
     modes: tuple[str, ...] = ("colocated", "disaggregated")
     co_chunk_budgets: tuple[int, ...] = (256, 512, 1024, 2048, 4096, 8192)
+    # disaggregated: every policy is run at each initial prefill-pool share and reported at its best one, so no
+    # baseline is judged on a split that suits another trace (empty: only SimConfig.prefill_fraction)
+    prefill_fractions: tuple[float, ...] = ()
     sensitivity_model: str | None = "roofline"
     sensitivity_policies: tuple[str, ...] = ("polyserve", *PAPER_BASELINES)
     autoscale_rate: float | None = None  # None: 0.6 x the co-located fluid estimate
@@ -113,6 +116,8 @@ class CompareSettings:
             raise ConfigError(f"--modes takes colocated and/or disaggregated, got {','.join(self.modes) or '(none)'}")
         if any(b < 1 for b in self.co_chunk_budgets):
             raise ConfigError("--co-chunk-budgets must be positive token counts")
+        if any(not 0 < f < 1 for f in self.prefill_fractions):
+            raise ConfigError(f"--prefill-fractions must be shares in (0, 1), got {list(self.prefill_fractions)}")
         if not self.seeds or any(x < 0 for x in self.seeds) or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"--seeds must be distinct integers >= 0, got {list(self.seeds)}")
 
@@ -150,8 +155,17 @@ def _tiers(ctx: Context):
     return tiers.with_weights(ctx.tier_weights) if ctx.tier_weights else tiers
 
 
+SIM_EXTRAS = ("prefill_fraction",)  # variant keys that configure the simulated fleet, not the router
+
+
+def _split(extra: dict | None) -> tuple[dict[str, object], dict[str, object]]:
+    """A variant's (router options, SimConfig fields)."""
+    e = dict(extra or {})
+    return {k: v for k, v in e.items() if k not in SIM_EXTRAS}, {k: v for k, v in e.items() if k in SIM_EXTRAS}
+
+
 def _policy(name: str, mode: str, ctx: Context, model, extra: dict | None = None, autoscale: bool = False):
-    opts: dict[str, object] = dict(extra or {})
+    opts, _ = _split(extra)
     if name == "static-partition" and "shares" not in opts:
         opts["shares"] = partition_shares(bound_inputs(ctx, model), _tiers(ctx).names, mode)
     router = ROUTERS.create(name, rng=None, **opts)  # type: ignore[arg-type]
@@ -174,7 +188,7 @@ def _model(ctx: Context, kind: str | None):
 def _search(ctx: Context, policy: str, mode: str, kind: str | None, extra: dict | None, seed: int,
             instances: int | None, bounds: tuple[float, float] | None) -> tuple[GoodputSearch, object]:
     model = _model(ctx, kind)
-    sim = replace(ctx.sim, mode=mode, **({"instances": instances} if instances else {}))
+    sim = replace(ctx.sim, mode=mode, **({"instances": instances} if instances else {}), **_split(extra)[1])
     tiers = _tiers(ctx)
     tr = read_trace(ctx.trace, ctx.trace_format, tiers)
     pol = _policy(policy, mode, replace(ctx, sim=sim), model, extra)
@@ -196,7 +210,7 @@ def task_goodput(ctx: Context, policy: str, mode: str, kind: str | None, extra: 
     at = res.at_goodput_tail_bounded or {}
     at_overall = res.at_goodput or {}
     tiers_at = at.get("tiers") or {}
-    sim = replace(ctx.sim, mode=mode, **({"instances": instances} if instances else {}))
+    sim = replace(ctx.sim, mode=mode, **({"instances": instances} if instances else {}), **_split(extra)[1])
     fluid = optimal_rate(bound_inputs(replace(ctx, sim=sim), model), mode)
     return {
         "goodput_rps": res.goodput_rps,
@@ -229,7 +243,7 @@ def task_autoscale(ctx: Context, policy: str, mode: str, rate: float, extra: dic
     else:
         spec = WorkloadSpec(trace=ctx.trace, trace_format=ctx.trace_format, rate=rate)
     wl = build_workload(spec, tiers, ctx.seed)
-    sim = replace(ctx.sim, mode=mode)
+    sim = replace(ctx.sim, mode=mode, **_split(extra)[1])
     pol = _policy(policy, mode, replace(ctx, sim=sim), model, extra, autoscale=True)
     res = run_workload(wl, model, pol, sim, ctx.seed)
     s = res.summary
@@ -302,23 +316,28 @@ def run_compare(ctx: Context, st: CompareSettings, progress: Callable[[int, int,
     bound_tasks = [("bound", (ctx, m, k, sd, None)) for m in st.modes for k in kinds for sd in st.seeds]
     bounds = {(a[1], a[2] or "default", a[3]): (o["bound"], o["bound_all_tiers"]) for _, a, o in execute(bound_tasks)}
 
-    def budgets(p: str) -> list[dict | None]:
-        return [{"token_budget": b} for b in st.co_chunk_budgets] if p == "co-chunk" else [None]
+    def budgets(p: str, m: str) -> list[dict | None]:
+        """The variants a policy is swept over in a mode; its row reports the best."""
+        if p == "co-chunk":
+            return [{"token_budget": b} for b in st.co_chunk_budgets]
+        if m == "disaggregated" and st.prefill_fractions:
+            return [{"prefill_fraction": f} for f in st.prefill_fractions]
+        return [None]
 
     tasks: list[tuple[str, tuple]] = []
     for p, m in pairs:
         if (p, m) in NOT_APPLICABLE:
             continue
-        for extra in budgets(p):
+        for extra in budgets(p, m):
             for sd in st.seeds:
                 tasks.append(("goodput", (ctx, p, m, None, extra, sd, None, bounds[(m, "default", sd)])))
-        tasks.append(("autoscale", (ctx, p, m, as_rate, budgets(p)[len(budgets(p)) // 2])))
+        tasks.append(("autoscale", (ctx, p, m, as_rate, budgets(p, m)[len(budgets(p, m)) // 2])))
     if st.sensitivity_model:
         for p in st.sensitivity_policies:
             for m in st.modes:
                 if (p, m) in NOT_APPLICABLE:
                     continue
-                for extra in budgets(p):
+                for extra in budgets(p, m):
                     for sd in st.seeds:
                         tasks.append(("goodput", (ctx, p, m, st.sensitivity_model, extra, sd, None,
                                                   bounds[(m, st.sensitivity_model, sd)])))
@@ -375,8 +394,8 @@ def _assemble(done, st: CompareSettings, pairs):
     for kind, args, out in done:
         if kind == "goodput" and args[6] is None:
             _, p, m, k, extra, sd = args[:6]
-            budget = (extra or {}).get("token_budget")
-            good.setdefault((p, m, k or "default"), {}).setdefault(budget, []).append((sd, out))
+            variant = tuple(sorted((extra or {}).items()))
+            good.setdefault((p, m, k or "default"), {}).setdefault(variant, []).append((sd, out))
         elif kind == "autoscale":
             auto[(args[1], args[2])] = out
     timelines = {f"{p}/{m}": a.get("servers_timeline") for (p, m), a in auto.items()}
@@ -388,17 +407,20 @@ def _assemble(done, st: CompareSettings, pairs):
             r["na"] = True
             r["note"] = NOT_APPLICABLE[(p, m)]
             return r
-        by_budget = good.get((p, m, k), {})
-        if not by_budget:
+        by_variant = good.get((p, m, k), {})
+        if not by_variant:
             return r
 
         def mean_of(runs: list[tuple[int, dict]], key: str) -> float:
             return _stats([o[key] for _, o in runs])[0]
 
-        # best budget by the headline (mean tail-bounded goodput), then overall goodput, then the smaller budget
-        best_budget = max(by_budget, key=lambda b: (mean_of(by_budget[b], "goodput_rps_tail_bounded"),
-                                                    mean_of(by_budget[b], "goodput_rps"), -(b or 0)))
-        runs = sorted(by_budget[best_budget], key=lambda so: so[0])
+        def size(v: tuple) -> float:  # tie-break: the smaller budget / prefill pool
+            return sum(float(x) for _, x in v)
+
+        # best variant by the headline (mean tail-bounded goodput), then overall goodput, then the smaller one
+        best = max(by_variant, key=lambda v: (mean_of(by_variant[v], "goodput_rps_tail_bounded"),
+                                              mean_of(by_variant[v], "goodput_rps"), -size(v)))
+        runs = sorted(by_variant[best], key=lambda so: so[0])
         first = runs[0][1]
         r.update({k2: v for k2, v in first.items() if k2 in ROW_KEYS})
         for key in ("goodput_rps_tail_bounded", "goodput_rps"):
@@ -416,12 +438,12 @@ def _assemble(done, st: CompareSettings, pairs):
         params = first.get("latency_model_params") or {}
         r["latency_model"] = params.get("name", k)  # the model's own name (linear, roofline, table), not the role
         r["probes"] = sum(o.get("probes", 0) for _, o in runs)
-        if best_budget is not None:
-            r["token_budget"] = best_budget
-            r["sweep"] = [{"token_budget": b, "goodput_rps_tail_bounded": mean_of(v, "goodput_rps_tail_bounded"),
-                           "goodput_rps": mean_of(v, "goodput_rps"),
-                           "goodput_rps_all_tiers": mean_of(v, "goodput_rps_all_tiers")}
-                          for b, v in sorted(by_budget.items(), key=lambda bv: bv[0] or 0)]
+        if best:
+            r.update(dict(best))  # token_budget and/or prefill_fraction of the best variant
+            r["sweep"] = [{**dict(v), "goodput_rps_tail_bounded": mean_of(runs_v, "goodput_rps_tail_bounded"),
+                           "goodput_rps": mean_of(runs_v, "goodput_rps"),
+                           "goodput_rps_all_tiers": mean_of(runs_v, "goodput_rps_all_tiers")}
+                          for v, runs_v in sorted(by_variant.items(), key=lambda vr: size(vr[0]))]
         if k == "default":
             a = auto.get((p, m))
             if a:

@@ -72,7 +72,8 @@ def print_rows(rows: list[dict], title: str) -> None:
             t.add_row(r["policy"], r["mode"], *(["n/a"] * (len(cols) - 2)))
             continue
         ab = r.get("attainment_by_tier") or {}
-        name = r["policy"] + (f" ({r['token_budget']})" if r.get("token_budget") else "")
+        name = r["policy"] + (f" ({r['token_budget']})" if r.get("token_budget") else "") + (
+            f" (prefill {r['prefill_fraction']:.0%})" if r.get("prefill_fraction") else "")
         t.add_row(
             name, r["mode"],
             f"{_num(r['goodput_rps_tail_bounded'])} ({_num(r['goodput_rps_tail_bounded_min'])}-"
@@ -105,6 +106,7 @@ def register(app: typer.Typer) -> None:
         overload: Annotated[str, typer.Option("--overload", help="For every policy alike: shed (drop a request whose TTFT can no longer be met) | serve (serve it late)")] = "shed",
         tail_factor: Annotated[float, typer.Option("--tail-factor", help="Headline goodput: every tier's p99 TTFT (all requests) <= this x its TTFT SLO")] = 2.0,
         co_chunk_budgets: Annotated[str, typer.Option("--co-chunk-budgets", help="Static token budgets swept for co-chunk")] = "256,512,1024,2048,4096,8192",
+        prefill_fractions: Annotated[str, typer.Option("--prefill-fractions", help="Disaggregated: initial prefill-pool shares swept for every policy alike, each reported at its best ('' = only --prefill-fraction)")] = "",
         sensitivity_model: Annotated[str, typer.Option("--sensitivity-model", help="Second latency model for the sensitivity table ('none' to skip)")] = "roofline",
         autoscale_rate: Annotated[float | None, typer.Option("--autoscale-rate", help="req/s of the autoscaled trace replay (default 0.6 x the optimal bound)")] = None,
         rate_sweep: Annotated[str, typer.Option("--rate-sweep", help="Fractions of the optimal bound for the attainment-vs-rate sweep ('' to skip)")] = "0.6,0.8,0.9,1.0,1.1,1.2",
@@ -140,6 +142,7 @@ def register(app: typer.Typer) -> None:
             st = CompareSettings(
                 policies=pols, modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
                 co_chunk_budgets=_ints(co_chunk_budgets, "--co-chunk-budgets"),
+                prefill_fractions=_floats(prefill_fractions, "--prefill-fractions"),
                 sensitivity_model=None if sensitivity_model.lower() == "none" else sensitivity_model,
                 sensitivity_policies=tuple(p for p in ("polyserve", "random", "minimal", "co-chunk") if p in pols),
                 autoscale_rate=autoscale_rate, rate_sweep=_floats(rate_sweep, "--rate-sweep"),

@@ -99,3 +99,24 @@ def test_compare_on_a_lengths_only_trace_uses_poisson_arrivals_for_the_autoscale
                    "--sensitivity-model", "none", "--rate-sweep", "", "--fleet-sizes", "")
     rows = json.loads((out / "compare.json").read_text())
     assert all(r["goodput_rps"] > 0 and r["autoscaled_goodput_per_instance_s"] > 0 for r in rows)
+
+
+def test_every_policy_is_swept_over_the_same_prefill_splits_and_reported_at_its_best(tmp_path):
+    """Disaggregated fairness: each policy runs at every --prefill-fractions share and its row is the best one,
+    with the whole sweep beside it; co-located rows carry no split."""
+    out = _compare(tmp_path, "--policies", "polyserve,minimal", "--modes", "colocated,disaggregated",
+                   "--prefill-fractions", "0.25,0.5", "--seeds", "0", "--sensitivity-model", "none",
+                   "--rate-sweep", "", "--fleet-sizes", "")
+    rows = {(r["policy"], r["mode"]): r for r in json.loads((out / "compare.json").read_text())}
+    for p in ("polyserve", "minimal"):
+        dis = rows[(p, "disaggregated")]
+        assert [s["prefill_fraction"] for s in dis["sweep"]] == [0.25, 0.5]
+        best = max(s["goodput_rps_tail_bounded"] for s in dis["sweep"])
+        assert dis["goodput_rps_tail_bounded"] == best
+        assert dis["prefill_fraction"] in (0.25, 0.5)
+        assert rows[(p, "colocated")]["prefill_fraction"] is None
+
+
+def test_a_prefill_share_outside_zero_one_is_refused_naming_the_flag(tmp_path):
+    r = CliRunner().invoke(app, ["compare", *TINY, "--out", str(tmp_path / "o"), "--prefill-fractions", "0.5,1.2"])
+    assert r.exit_code != 0 and "--prefill-fractions" in r.output
