@@ -85,7 +85,7 @@ def scheduler_choice(router, policy: PolicySpec) -> dict[str, tuple[str, dict[st
     """Per-role instance scheduler: the explicit ``--scheduler`` for every role, else the router's choice
     (``router.scheduler_for``: role -> (name, options)), else vLLM's ``fcfs``."""
     out: dict[str, tuple[str, dict[str, object]]] = {}
-    own = getattr(router, "scheduler_for", {}) or {}
+    own = router.scheduler_for
     for role in ("mixed", "prefill", "decode"):
         if policy.scheduler:
             out[role] = (policy.scheduler, dict(policy.scheduler_options))
@@ -154,7 +154,7 @@ def run_workload(
         "schedulers": {role: {"name": n, "options": o} for role, (n, o) in per_role.items()},
         "autoscaler": policy.autoscaler,
         "autoscaler_options": policy.autoscaler_options,
-        **({"parameters": router.describe()} if hasattr(router, "describe") else {}),
+        "parameters": router.describe(),
     }
     return SimResult(workload, sim.records, stats, summary, aborted=sim.aborted)
 

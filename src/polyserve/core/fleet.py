@@ -351,8 +351,24 @@ class FleetState:
             self._out_n[e.info.tier] += 1
         return e
 
-    def apply_scale(self, a: ScaleAction, now: float, cold_start: float = 0.0) -> None:
-        """Carry out a scale action. Deactivating a server that still holds requests is refused."""
+    def on_tokens(self, rid: int, tokens: int) -> None:
+        """``tokens`` output tokens of ``rid`` have streamed back (the gateway counts them; no-op if gone)."""
+        e = self.entries.get(rid)
+        if e is not None:
+            e.tokens_out = tokens
+
+    def mark_draining(self, sid: int, draining: bool = True) -> None:
+        """Server ``sid`` takes no new work (``draining``) and is released once empty; or takes work again."""
+        self.servers[sid].draining = draining
+
+    def set_healthy(self, sid: int, healthy: bool) -> None:
+        """The gateway's health check: an unhealthy server is never routable (``ServerState.routable``)."""
+        self.servers[sid].healthy = healthy
+
+    def apply_scale(self, a: ScaleAction, now: float, cold_start: float = 0.0, counted: bool = True) -> None:
+        """Carry out a scale action. Deactivating a server that still holds requests is refused.
+
+        ``counted=False``: the initial fleet, set up before the run, is not a scaling action."""
         s = self.servers[a.server]
         if s.active:
             self._idx(s).remove(s.sid, s.num_requests)
@@ -378,4 +394,5 @@ class FleetState:
             s.tier = None
             s.draining = False
         s.last_change = now
-        self.scaling_actions += 1
+        if counted:
+            self.scaling_actions += 1

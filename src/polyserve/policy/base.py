@@ -12,23 +12,66 @@ This package imports only ``polyserve.core`` and the standard library.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal, Protocol, runtime_checkable
 
 from polyserve.core.fleet import FleetState, Phase, RequestInfo, RoutingDecision, ScaleAction
 from polyserve.core.registry import Registry
 
+SchedulerChoice = Mapping[str, tuple[str, dict[str, object]]]  # role -> (instance scheduler name, options)
+
 
 @runtime_checkable
 class Router(Protocol):
-    """Chooses a server for a request, or keeps it pending, sheds or rejects it."""
+    """Chooses a server for a request, or keeps it pending, sheds or rejects it.
+
+    The driver (``polyserve.control.FleetDriver``) calls every member; ``RouterBase`` gives the no-op
+    defaults, so a router only writes what it uses and the driver never probes with ``hasattr``.
+    """
 
     name: str
     tiered: bool  # True: servers belong to tiers and start in the idle pool (scale-up on demand)
+    needs_tick: bool  # True: call ``tick`` every tick_s even with nothing pending (periodic scale-down)
+    scheduler_for: SchedulerChoice  # the engine scheduler this policy wants per role ({}: the engine default)
 
     def route(self, req: RequestInfo, fleet: FleetState, now: float, phase: Phase) -> RoutingDecision:
         """``phase``: "mixed" (co-located), "prefill" or "decode" (disaggregated hand-off)."""
         ...
+
+    def tick(self, fleet: FleetState, now: float) -> list[ScaleAction]:
+        """Periodic decisions (scale-down, rebalancing); called on every driver tick."""
+        ...
+
+    def initial_actions(self, fleet: FleetState) -> list[ScaleAction]:
+        """The fleet at time 0 for a tiered router (servers start in the idle pool); ignored if untiered."""
+        ...
+
+    def describe(self) -> dict[str, object]:
+        """Parameters worth recording beside a result (JSON-able)."""
+        ...
+
+
+class RouterBase:
+    """No-op defaults for the optional parts of the ``Router`` protocol."""
+
+    name = "router"
+    tiered = False
+    needs_tick = False
+    scheduler_for: SchedulerChoice = MappingProxyType({})
+
+    def route(self, req: RequestInfo, fleet: FleetState, now: float, phase: Phase) -> RoutingDecision:
+        raise NotImplementedError(f"{type(self).__name__} must implement route()")
+
+    def tick(self, fleet: FleetState, now: float) -> list[ScaleAction]:
+        return []
+
+    def initial_actions(self, fleet: FleetState) -> list[ScaleAction]:
+        return []
+
+    def describe(self) -> dict[str, object]:
+        return {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +113,10 @@ class Autoscaler(Protocol):
     name: str
 
     def decide(self, fleet: FleetState, now: float) -> list[ScaleAction]: ...
+
+    def initial_active(self, fleet: FleetState, role: str) -> int:
+        """How many servers of ``role`` are active at time 0."""
+        ...
 
 
 ROUTERS: Registry[Router] = Registry("router")

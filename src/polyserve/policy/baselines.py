@@ -32,7 +32,7 @@ import random
 
 from polyserve.core.errors import ConfigError
 from polyserve.core.fleet import FleetState, Phase, RequestInfo, RoutingDecision, ScaleAction, ServerState
-from polyserve.policy.base import ROUTERS
+from polyserve.policy.base import ROUTERS, RouterBase
 from polyserve.policy.cost import LinearCost, fit_cost
 
 
@@ -44,12 +44,8 @@ def _routable(fleet: FleetState, role: str, now: float, tier: int | None = None)
     return [s for s in fleet.servers if s.role == role and s.tier == tier and s.routable(now)]
 
 
-class _Untiered:
+class _Untiered(RouterBase):
     tiered = False
-    scheduler_for: dict[str, tuple[str, dict[str, object]]] = {}
-
-    def describe(self) -> dict[str, object]:
-        return {}
 
 
 class RandomRouter(_Untiered):
@@ -103,9 +99,10 @@ class MinimalSchedRouter(MinimalRouter):
     def __init__(self, rng: random.Random | None, scheduler: str, name: str) -> None:
         super().__init__(rng)
         self.name = name
-        self.scheduler_for = {r: (scheduler, {}) for r in ("mixed", "prefill", "decode")}
+        choice: dict[str, tuple[str, dict[str, object]]] = {r: (scheduler, {}) for r in ("mixed", "prefill", "decode")}
         if scheduler == "polyserve-dynamic":
-            self.scheduler_for["prefill"] = ("edf", {})  # a prefill-only server has no decode slack to protect
+            choice["prefill"] = ("edf", {})  # a prefill-only server has no decode slack to protect
+        self.scheduler_for = choice
 
 
 class CoChunkRouter(MinimalRouter):
@@ -161,12 +158,11 @@ class PowerOfTwoRouter(_Untiered):
         return RoutingDecision.to(pick.sid, "less loaded of two random servers")
 
 
-class StaticPartitionRouter:
+class StaticPartitionRouter(RouterBase):
     """Each tier owns a fixed set of servers (binning only: no promotion, no scaling, no admission)."""
 
     name = "static-partition"
     tiered = True
-    scheduler_for: dict[str, tuple[str, dict[str, object]]] = {}
 
     def __init__(self, rng: random.Random | None = None, shares: dict[str, float] | None = None) -> None:
         self.shares = shares

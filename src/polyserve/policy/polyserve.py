@@ -70,7 +70,7 @@ from dataclasses import dataclass, fields
 
 from polyserve.core.errors import ConfigError
 from polyserve.core.fleet import FleetState, Phase, RequestInfo, RoutingDecision, ScaleAction, ServerState
-from polyserve.policy.base import ROUTERS
+from polyserve.policy.base import ROUTERS, RouterBase
 from polyserve.policy.cost import LinearCost, fit_cost
 from polyserve.policy.overload import LostCauseTest
 
@@ -108,9 +108,10 @@ class PolyServeOptions:
 PREFILL = -1  # the prefill pool's key where tier indices are used (rebalancing, reservations)
 
 
-class PolyServeRouter:
+class PolyServeRouter(RouterBase):
     name = "polyserve"
     tiered = True
+    needs_tick = True  # periodic scale-down and rebalancing
 
     def __init__(
         self, rng: random.Random | None = None, options: PolyServeOptions | None = None, name: str = ""

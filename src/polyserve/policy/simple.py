@@ -6,14 +6,14 @@ import random
 
 from polyserve.core.errors import ConfigError
 from polyserve.core.fleet import FleetState, Phase, RequestInfo, RoutingDecision
-from polyserve.policy.base import ROUTERS
+from polyserve.policy.base import ROUTERS, RouterBase
 
 
 def _role_for(phase: Phase) -> str:
     return "mixed" if phase == "mixed" else phase
 
 
-class RoundRobinRouter:
+class RoundRobinRouter(RouterBase):
     """Cycles through the routable servers of the phase's role, in server-id order.
 
     Keeps one cursor per role, so prefill and decode placement in disaggregated mode rotate independently.

@@ -6,11 +6,13 @@ arrivals (class 0) come before KV hand-offs (1), servers becoming ready (2), ins
 and the periodic tick (4). Tie-breaking by id, not by push order, keeps the order canonical, which is what
 makes the fast path (fewer step events) give exactly the results of stepping every iteration.
 
-The router is called on every arrival, again for pending requests whenever a request finishes and on each
-tick, and (disaggregated) when a prefill completes to place the decode. It reads the ``FleetState`` ledger,
-which this module updates from dispatch, first token and finish only: the same information a live gateway
-has. Scale actions move servers between the idle pool and tiers; a server asked to leave while busy drains
-first. Instance-seconds count every active (paid) server, including while it cold-starts.
+Routing, pending retries, the overload contract, ticks and scaling are the ``FleetDriver``'s
+(``polyserve.control``), the same object the live gateway hosts: this module is its virtual-clock host. It
+feeds the driver arrivals, first tokens, finishes, hand-offs and ticks, and carries out what the driver
+hands back (enqueue into an instance model, start a KV transfer, end a request, count a server as paid).
+The router reads the ``FleetState`` ledger, updated from dispatch, first token and finish only: the same
+information a live gateway has. Instance-seconds count every active (paid) server, including while it
+cold-starts.
 
 Failure modes: a request longer than an instance's KV capacity is rejected with the reason, never left to
 hang; a run that reaches ``horizon_s`` stops and reports what is unfinished.
@@ -20,13 +22,13 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from polyserve.core.fleet import FleetConfig, FleetState, RequestInfo, RoutingDecision, ScaleAction
+from polyserve.control.driver import DriverOptions, FleetDriver, Outcome, ScaleKind
+from polyserve.core.fleet import FleetConfig, FleetState, Phase, RequestInfo, ScaleAction
 from polyserve.latency.base import kv_transfer_time
 from polyserve.metrics.records import ATTAINED, REJECTED, SHED, UNFINISHED, VIOLATED, RequestRecords
 from polyserve.policy.base import Autoscaler, InstanceScheduler, Router
@@ -34,6 +36,8 @@ from polyserve.policy.overload import LOST_REASON, LostCauseTest
 from polyserve.sim.config import SimConfig
 from polyserve.sim.instance import Instance
 from polyserve.sim.request import DECODING, DONE, PENDING, TRANSFER, SimRequest
+
+_OUTCOME_STATUS = {"shed": SHED, "rejected": REJECTED, "overflow": SHED}
 
 ARRIVAL, KV_DONE, READY, STEP, TICK = range(5)
 SHIFT = 48  # event key = class << SHIFT | tiebreak (request or server id): one int compares fast
@@ -75,6 +79,7 @@ class Simulation:
         count_window_s: tuple[float, float] | None = None,
         violation_budget: int | None = None,
         tier_violation_budget: list[int] | None = None,
+        log: object | None = None,  # a polyserve.control.DecisionLog to fill (tests)
     ) -> None:
         self.w = workload
         self.model = model
@@ -131,6 +136,12 @@ class Simulation:
         ]
         self.records = RequestRecords(len(workload))
         self.stats = RunStats()
+        self.driver = FleetDriver(
+            self.fleet, router, self, self.lost_test,
+            DriverOptions(shed=self._shed, cold_start_s=config.cold_start_s, colocated=config.mode == "colocated"),
+            autoscaler=autoscaler, log=log,  # type: ignore[arg-type]
+        )
+        self.stats.decisions = self.driver.decisions
         self._heap: list[
             tuple[int, int, int, object, int]
         ] = []  # (time, class<<SHIFT|tiebreak, seq, obj, ver)
@@ -141,10 +152,8 @@ class Simulation:
         self._next_arrival = 0
         self._tick_scheduled = False
         self._idle_ticks = 0  # consecutive ticks with requests pending and nothing else left to happen
-        self._lost: dict[str, deque[RequestInfo]] = {"mixed": deque(), "prefill": deque(), "decode": deque()}
         self._active_since = 0
         self._active_count = 0
-        self._phase_mixed = config.mode == "colocated"
         # workload columns, converted to Python ints a chunk at a time (fast scalar access, bounded memory)
         self._n = len(workload)
         self._cols = (
@@ -168,39 +177,25 @@ class Simulation:
         return t == self._now and self._hw > ((STEP << SHIFT) | inst.sid)
 
     def on_first_token(self, inst: Instance, req: SimRequest, t: int) -> None:
-        self.fleet.on_first_token(req.rid, t / NS)
+        self.driver.first_token(req.rid, t / NS)
 
     def on_finish(self, inst: Instance, req: SimRequest, t: int) -> None:
         self._live.pop(req.rid, None)
-        self.fleet.on_finish(req.rid, t / NS, req.output_tokens)
         self._record(req, t)
-        srv = self.fleet.servers[inst.sid]
-        if srv.draining and srv.num_requests == 0:
-            self._release(inst.sid, t, "drained")
-        if self._pending_any():
-            self._retry_pending(t)
+        self.driver.finish(req.rid, t / NS, req.output_tokens)
 
     def on_handoff(self, inst: Instance, req: SimRequest, t: int) -> None:
-        self.fleet.on_finish(req.rid, t / NS, None)
         self.records.prefill_instance[req.index] = inst.sid
-        srv = self.fleet.servers[inst.sid]
-        if srv.draining and srv.num_requests == 0:
-            self._release(inst.sid, t, "drained")
-        self._route(req, t, "decode")
-        if self._pending_any():
-            self._retry_pending(t)
+        self.driver.handoff(req.info, t / NS)  # type: ignore[arg-type]
 
     def on_preempt(self, inst: Instance, req: SimRequest, t: int) -> None:
         self.stats.preemptions += 1
 
     def on_shed(self, inst: Instance, req: SimRequest, t: int) -> None:
         """Overload ``shed``: a lost cause dropped from an engine's waiting queue before its prefill began."""
-        self.fleet.on_finish(req.rid, t / NS, None)
         self.stats.decisions["shed_in_engine"] = self.stats.decisions.get("shed_in_engine", 0) + 1
         self._end(req, SHED, t, f"{LOST_REASON} (in server {inst.sid}'s queue)")
-        srv = self.fleet.servers[inst.sid]
-        if srv.draining and srv.num_requests == 0:
-            self._release(inst.sid, t, "drained")
+        self.driver.finish(req.rid, t / NS, None, retry=False)
 
     def _engine_lost(self, req: SimRequest, t: int) -> bool:
         return self.lost_test.lost(req.input_tokens, (req.arrival + req.ttft) / NS, t / NS)
@@ -231,11 +226,11 @@ class Simulation:
 
     # ---- main loop ----------------------------------------------------------------------------------------
     def run(self) -> RunStats:
-        self._initial_fleet()
+        self.driver.start(0.0)
         self._active_count = sum(1 for s in self.fleet.servers if s.active)
         self._timeline_point(0)
         self._push_next_arrival()
-        if self.autoscaler is not None or hasattr(self.router, "tick"):
+        if self.driver.periodic:
             self._ensure_tick(0)
         heap = self._heap
         total = max(1, self._n)
@@ -274,8 +269,8 @@ class Simulation:
                     req, sid = obj  # type: ignore[misc]
                     self.instances[sid].enqueue_prefilled(req, t)
                 elif cls == READY:
-                    if self._pending_any():
-                        self._retry_pending(t)
+                    if self.driver.waiting:
+                        self.driver.retry_pending(t / NS)
                 else:  # TICK
                     self._tick_scheduled = False
                     self._tick(t)
@@ -286,24 +281,6 @@ class Simulation:
         end = self._now if horizon is None or not self.stats.stopped_at_horizon else horizon
         self._finalize(end)
         return self.stats
-
-    def _initial_fleet(self) -> None:
-        """Who is active at t=0 (ready at once, no cold start): tiered routers start from the idle pool (plus
-        their ``initial_actions``); untiered ones get the whole fleet, or the autoscaler's initial count."""
-        fleet = self.fleet
-        if self.router.tiered:
-            init = getattr(self.router, "initial_actions", None)
-            for a in init(fleet) if init is not None else []:
-                fleet.apply_scale(a, 0.0, 0.0)
-            fleet.scaling_actions = 0
-        elif self.autoscaler is not None and hasattr(self.autoscaler, "initial_active"):
-            for role in ("mixed", "prefill", "decode"):
-                pool = [s for s in fleet.servers if s.role == role]
-                for s in pool[: self.autoscaler.initial_active(fleet, role)]:
-                    fleet.apply_scale(ScaleAction(s.sid, True, None, "initial"), 0.0, 0.0)
-            fleet.scaling_actions = 0
-        else:
-            fleet.set_active_all(0.0)
 
     # ---- arrivals and routing ---------------------------------------------------------------------------
     def _arrive(self, i: int, t: int) -> None:
@@ -331,47 +308,15 @@ class Simulation:
                 f"an instance's KV capacity ({self.kv_capacity} tokens)",
             )
             return
-        if self._shed and self.lost_test.lost(req.input_tokens, (t + req.ttft) / NS, t / NS):
-            self._end(req, SHED, t, f"{LOST_REASON} (on arrival)")
-            return
-        self._route(req, t, "mixed" if self._phase_mixed else "prefill")
+        self.driver.arrive(req.info, t / NS)
 
-    def _route(self, req: SimRequest, t: int, phase: str, queued: bool = False) -> bool:
-        """Ask the router; apply its decision. Returns False if the request stays pending.
-
-        ``queued``: the request is already in a pending queue (a retry), so a refusal leaves it in place.
-        """
-        now = t / NS
-        d: RoutingDecision = self.router.route(req.info, self.fleet, now, phase)  # type: ignore[arg-type]
-        for a in d.scale:
-            self._apply_scale(a, t)
-        self.stats.decisions[d.action] = self.stats.decisions.get(d.action, 0) + 1
-        if d.action == "dispatch":
-            assert d.server is not None
-            self._dispatch(req, d.server, t, phase, d.promoted)
-            return True
-        if d.action == "pending":
-            if not queued:
-                q = self.fleet.pending_decode if phase == "decode" else self.fleet.pending
-                req.state = PENDING
-                q[req.tier].append(req.info)  # type: ignore[arg-type]
-            self._ensure_tick(t)
-            return False
-        self._end(req, SHED if d.action == "shed" else REJECTED, t, d.reason)
-        return True
-
-    def _dispatch(self, req: SimRequest, sid: int, t: int, phase: str, promoted: bool) -> None:
-        srv = self.fleet.servers[sid]
-        if not srv.active or srv.role != ("mixed" if phase == "mixed" else phase):
-            raise RuntimeError(
-                f"router {self.router.name} sent request {req.rid} to server {sid} "
-                f"(active={srv.active}, role={srv.role}) for phase {phase}"
-            )
-        inst = self.instances[sid]
+    # ---- DriverHost (called by the FleetDriver) -------------------------------------------------------------
+    def dispatch(self, info: RequestInfo, sid: int, phase: Phase, promoted: bool, now: float) -> None:
+        req = self._live[info.rid]
+        t = round(now * NS)
         if promoted:
             self.records.promoted[req.index] = True
         if phase == "decode":
-            self.fleet.on_dispatch(req.info, sid, t / NS, has_first_token=True)  # type: ignore[arg-type]
             self.records.instance[req.index] = sid
             req.state = TRANSFER
             req.prefill_target = req.input_tokens
@@ -379,127 +324,66 @@ class Simulation:
                 kv_transfer_time(self.model.deployment, req.input_tokens + 1, self.config.kv_link_gbps) * NS
             )
             self._push(t + dt, KV_DONE, req.rid, (req, sid))
+            return
+        if phase == "mixed":
+            self.records.instance[req.index] = sid
         else:
-            self.fleet.on_dispatch(req.info, sid, t / NS)  # type: ignore[arg-type]
-            if phase == "mixed":
-                self.records.instance[req.index] = sid
-            else:
-                self.records.prefill_instance[req.index] = sid
-            inst.enqueue(req, t)
+            self.records.prefill_instance[req.index] = sid
+        self.instances[sid].enqueue(req, t)
 
-    def _pending_any(self) -> bool:
-        f = self.fleet
-        return any(f.pending) or any(f.pending_decode) or any(self._lost.values())
+    def end(self, info: RequestInfo, outcome: Outcome, reason: str, now: float) -> None:
+        self._end(self._live[info.rid], _OUTCOME_STATUS[outcome], round(now * NS), reason)
 
-    def _retry_pending(self, t: int) -> None:
-        """Re-route pending requests: attainable ones first, tightest tier first, oldest first.
+    def lost(self, info: RequestInfo, now: float) -> None:
+        self._count_violation(self._live[info.rid])
 
-        Lost causes (the overload contract's test, the same for every router: the TTFT can no longer be met)
-        leave the tier queues as they reach the head and are counted as violations at once (their fate is
-        sealed). Overload ``shed``: they are dropped with the reason. ``serve``: they are retried only when
-        no attainable request is left waiting in that phase: a late request must not take capacity from one
-        that can still make it (else overload snowballs: everyone queued behind lost causes becomes one).
-        Each retry looks at the heads only, so it costs O(tiers) however long the queues grow.
-        """
-        f = self.fleet
-        now = t / NS
-        lost_fn = self.lost_test.lost_info
-        main_phase = "mixed" if self._phase_mixed else "prefill"
-        for phase, queues in (("decode", f.pending_decode), (main_phase, f.pending)):
-            lost_q = self._lost[phase]
-            for q in queues:
-                while q:
-                    info = q[0]
-                    req = self._live.get(info.rid)
-                    if req is None:
-                        q.popleft()
-                        continue
-                    if lost_fn(info, now, phase):  # type: ignore[arg-type]
-                        q.popleft()
-                        if self._shed:
-                            self._end(req, SHED, t, f"{LOST_REASON} (pending in the router)")
-                            continue
-                        lost_q.append(info)
-                        self._count_violation(req)
-                        continue
-                    q.popleft()
-                    if not self._route(req, t, phase, queued=True):
-                        q.appendleft(info)
-                        break
-            if lost_q and not any(queues):
-                while lost_q:
-                    info = lost_q[0]
-                    req = self._live.get(info.rid)
-                    lost_q.popleft()
-                    if req is None:
-                        continue
-                    if not self._route(req, t, phase, queued=True):
-                        lost_q.appendleft(info)
-                        break
+    def waiting(self, info: RequestInfo, now: float) -> None:
+        self._live[info.rid].state = PENDING
+        self._ensure_tick(round(now * NS))
+
+    def set_role(self, sid: int, role: str) -> None:
+        self.instances[sid].set_role(role, self.scheduler_factory(role))
+
+    def server_empty(self, sid: int) -> bool:
+        return self.instances[sid].is_empty()
+
+    def scaled(self, action: ScaleAction, kind: ScaleKind, now: float) -> None:
+        t = round(now * NS)
+        if kind == "activate":
+            self._account_active(t)
+            self._active_count += 1
+            if self.config.cold_start_s > 0:
+                self._push(t + round(self.config.cold_start_s * NS), READY, action.server, None)
+        elif kind == "release":
+            self._account_active(t)
+            self._active_count -= 1
+        elif kind != "move":
+            return  # initial (counted once the fleet is set up) or drain (still paid)
+        self._timeline_point(t)
 
     def _tick(self, t: int) -> None:
-        now = t / NS
-        if self.autoscaler is not None:
-            for a in self.autoscaler.decide(self.fleet, now):
-                self._apply_scale(a, t)
-        tick_fn = getattr(self.router, "tick", None)
-        if tick_fn is not None:
-            for a in tick_fn(self.fleet, now):
-                self._apply_scale(a, t)
-        if self._pending_any():
-            before = self.stats.decisions.get("dispatch", 0)
-            self._retry_pending(t)
+        d = self.driver
+        before = d.decisions.get("dispatch", 0)
+        pending = bool(d.waiting)
+        d.tick(t / NS)
+        if pending:
             # stall guard: no event is left but this tick and no tick places anything (say, a tier with no
             # server at all): the state can no longer change, so the run ends and the requests still
             # pending are reported unfinished instead of ticking forever
-            if not self._heap and self.stats.decisions.get("dispatch", 0) == before:
+            if not self._heap and d.decisions.get("dispatch", 0) == before:
                 self._idle_ticks += 1
                 if self._idle_ticks >= self.config.stall_ticks:
                     self.stats.stalled = True
                     return
             else:
                 self._idle_ticks = 0
-        if (
-            self._pending_any()
-            or (self.autoscaler is not None and (self._live or self._next_arrival < self._n))
-            or (tick_fn is not None and (self._live or self._next_arrival < self._n))
-        ):
+        if d.waiting or (d.periodic and (self._live or self._next_arrival < self._n)):
             self._ensure_tick(t)
 
-    # ---- scaling -----------------------------------------------------------------------------------------
+    # ---- scaling accounting ------------------------------------------------------------------------------
     def _account_active(self, t: int) -> None:
         self.stats.instance_ns += self._active_count * (t - self._active_since)
         self._active_since = t
-
-    def _apply_scale(self, a: ScaleAction, t: int) -> None:
-        srv = self.fleet.servers[a.server]
-        if a.activate:
-            was_active = srv.active
-            if was_active and srv.tier == a.tier and not srv.draining:
-                return
-            self._account_active(t)
-            if a.role is not None and a.role != srv.role:
-                self.instances[a.server].set_role(a.role, self.scheduler_factory(a.role))
-            self.fleet.apply_scale(a, t / NS, 0.0 if was_active else self.config.cold_start_s)
-            if not was_active:
-                self._active_count += 1
-                if self.config.cold_start_s > 0:
-                    self._push(t + round(self.config.cold_start_s * NS), READY, a.server, None)
-        else:
-            if not srv.active:
-                return
-            if srv.num_requests or not self.instances[a.server].is_empty():
-                srv.draining = True
-                return
-            self._release(a.server, t, a.reason)
-            return
-        self._timeline_point(t)
-
-    def _release(self, sid: int, t: int, reason: str) -> None:
-        self._account_active(t)
-        self.fleet.apply_scale(ScaleAction(sid, False, None, reason), t / NS)
-        self._active_count -= 1
-        self._timeline_point(t)
 
     def _timeline_point(self, t: int) -> None:
         per_tier = [0] * len(self.fleet.tiers)
