@@ -120,6 +120,23 @@ def test_token_id_prompts_and_priority_field_are_accepted() -> None:
     assert status == 200 and doc["usage"]["prompt_tokens"] == 4
 
 
+def test_deadlines_come_as_the_body_field_or_the_header_and_a_bad_header_is_a_400_naming_it() -> None:
+    async def main():
+        app = fast_app(scheduling_policy="deadline")
+        async with client_for(app) as c:
+            ok_body = await c.post("/v1/completions", json={"prompt": "a b", "max_tokens": 2,
+                                                            "polyserve_slo": {"ttft_ms": -5, "tpot_ms": 20}})
+            ok_head = await c.post("/v1/completions", json={"prompt": "a b", "max_tokens": 2},
+                                   headers={"x-polyserve-slo": "ttft_ms=300;tpot_ms=20"})
+            bad = await c.post("/v1/completions", json={"prompt": "a b", "max_tokens": 2},
+                               headers={"x-polyserve-slo": "ttft_ms=soon"})
+            return ok_body.status_code, ok_head.status_code, bad.status_code, bad.json()
+
+    a, b, c, doc = run(main())
+    assert (a, b, c) == (200, 200, 400)
+    assert doc["error"]["param"] == "polyserve_slo" and "x-polyserve-slo" in doc["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "param"),
     [
@@ -136,6 +153,10 @@ def test_token_id_prompts_and_priority_field_are_accepted() -> None:
         ("/v1/chat/completions", {"messages": []}, 400, "messages"),
         ("/v1/chat/completions", {"messages": [{"content": "x"}]}, 400, "messages"),
         ("/v1/completions", {"prompt": "x", "model": "other"}, 404, "model"),
+        ("/v1/completions", {"prompt": "x", "polyserve_slo": 5}, 400, "polyserve_slo"),
+        ("/v1/completions", {"prompt": "x", "polyserve_slo": {"ttft_ms": 100}}, 400, "polyserve_slo"),
+        ("/v1/completions", {"prompt": "x", "polyserve_slo": {"ttft_ms": "1", "tpot_ms": 5}}, 400, "polyserve_slo"),
+        ("/v1/completions", {"prompt": "x", "polyserve_slo": {"ttft_ms": 10, "tpot_ms": 0}}, 400, "polyserve_slo"),
     ],
 )
 def test_bad_requests_get_openai_error_bodies(path: str, body, status: int, param: str | None) -> None:

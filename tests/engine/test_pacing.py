@@ -125,15 +125,17 @@ def test_preempted_streams_stall_then_deliver_every_token() -> None:
 
 
 def _finish_order(policy: str) -> list[str]:
-    """One seat; "first" takes it, then "low" (priority 5) and "high" (priority 1) queue, in that order.
-    Submitted on the core in one go, so the queue order does not depend on the machine's speed."""
+    """One seat; "first" takes it, then "low" (priority 5, loose deadline) and "high" (priority 1, tight
+    deadline) queue, in that order. Submitted on the core in one go, so the queue order does not depend on
+    the machine's speed."""
 
     async def main():
         app = make_app(linear(2.0, 0.0, 0.1), time_scale=10, max_num_seqs=1, scheduling_policy=policy)
         core = app.state.engine.get_core()
         now = asyncio.get_running_loop().time()
+        slo = {"first": (1.0, 0.1), "low": (5.0, 0.1), "high": (0.5, 0.1)}  # (s to first token, s per token)
         streams = {
-            name: core.submit(2, 10, now, priority)
+            name: core.submit(2, 10, now, priority, slo[name])
             for name, priority in (("first", 0), ("low", 5), ("high", 1))
         }
         order: list[str] = []
@@ -156,3 +158,28 @@ def test_priority_policy_serves_the_lower_priority_value_first() -> None:
 
 def test_fcfs_policy_ignores_priority() -> None:
     assert _finish_order("fcfs") == ["first", "low", "high"]
+
+
+def test_deadline_policy_serves_the_earliest_ttft_deadline_first() -> None:
+    assert _finish_order("deadline") == ["first", "high", "low"]
+
+
+def test_deadline_policy_converts_wall_deadlines_to_the_models_clock_and_runs_dynamic_chunking() -> None:
+    """A wall-clock SLO on an engine 10x faster than the model is 10x longer in model time; the engine's
+    scheduler is PolyServe's (EDF + dynamic chunks); a request without an SLO is never binding."""
+
+    async def main():
+        app = make_app(linear(2.0, 0.0, 0.1), time_scale=10, scheduling_policy="deadline")
+        core = app.state.engine.get_core()
+        now = asyncio.get_running_loop().time()
+        a = core.submit(2, 3, now, 0, (0.25, 0.02))
+        b = core.submit(2, 3, now, 0, None)
+        for s in (a, b):
+            for _ in range(s.max_tokens):
+                await s.queue.get()
+        return core, a, b
+
+    core, a, b = run(main())
+    assert core.instance.scheduler.name == "polyserve-dynamic" and core.instance.scheduler.dynamic_budget
+    assert a.req.ttft == round(0.25 * 10 * 1e9) and a.req.tpot == round(0.02 * 10 * 1e9)
+    assert b.req.ttft >= 10**15

@@ -150,6 +150,26 @@ def test_priority_is_forwarded_only_to_priority_backends() -> None:
     assert all("priority" not in b for b in seen["e1"])
 
 
+def test_deadlines_are_forwarded_only_to_deadline_backends_as_the_time_left_and_a_clients_own_are_dropped():
+    async def main():
+        doc = {"backends": [{"url": "http://e0", "deadlines": True}, {"url": "http://e1"}], "policy": "round-robin"}
+        async with harness(2, doc) as h:
+            for _ in range(4):
+                await h.client.post(
+                    "/v1/completions", headers={"x-slo-tpot-ms": "35", "x-slo-ttft-ms": "400"},
+                    json=completion(stream=False, polyserve_slo={"ttft_ms": 1e9, "tpot_ms": 1e9}),
+                )
+            return h.fleet.seen
+
+    seen = run(main())
+    assert seen["e0"] and seen["e1"]
+    for b in seen["e0"]:
+        slo = b["polyserve_slo"]
+        assert slo["tpot_ms"] == 35.0  # the TPOT the client asked for (its tier, t30, promises at least that)
+        assert 0 < slo["ttft_ms"] <= 400.0  # the client's TTFT, minus the time already spent in the gateway
+    assert all("polyserve_slo" not in b for b in seen["e1"])
+
+
 def test_metrics_count_requests_per_tier_with_ttft_tpot_and_attainment() -> None:
     async def main():
         async with harness() as h:

@@ -40,6 +40,7 @@ from polyserve.engine.protocol import (
     parse_chat,
     parse_completion,
     parse_json,
+    parse_slo,
 )
 from polyserve.engine.sse import CrashMiddleware, InjectedCrash, SSEResponse
 from polyserve.engine.text import output_text, output_word
@@ -209,7 +210,9 @@ def create_engine_app(config: EngineConfig, *, latency_model: object | None = No
             )
         core = engine.get_core()
         try:
-            stream = core.submit(g.prompt_tokens, max_tokens, arrival, g.priority)
+            slo = g.slo or parse_slo({}, request.headers)
+            stream = core.submit(g.prompt_tokens, max_tokens, arrival, g.priority,
+                                 None if slo is None else (slo.ttft_ms / 1e3, slo.tpot_ms / 1e3))
         except RuntimeError as e:  # the engine broke on an internal error earlier
             raise RequestError(500, str(e)) from None
         engine.metrics.prompt_tokens.inc(g.prompt_tokens)

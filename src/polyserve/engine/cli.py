@@ -70,7 +70,9 @@ def engine(
     scheduling_policy: Annotated[
         str,
         typer.Option(
-            "--scheduling-policy", help="fcfs | priority (order by the request's `priority` field, as vLLM)"
+            "--scheduling-policy",
+            help="fcfs | priority (order by the request's `priority` field, as vLLM) | deadline (PolyServe's "
+            "EDF + dynamic chunking on each request's polyserve_slo deadlines)",
         ),
     ] = _D.scheduling_policy,
     fail_after: Annotated[

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from polyserve.core.errors import ConfigError
 
-SCHEDULING_POLICIES = ("fcfs", "priority")
+SCHEDULING_POLICIES = ("fcfs", "priority", "deadline", "edf")
+DEADLINE_POLICIES = ("deadline", "edf")  # the ones that read each request's polyserve_slo
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,10 @@ class EngineConfig:
         None  # override the KV capacity derived from GPU memory (tests: preemption)
     )
     # "fcfs" (vLLM's default) or "priority": waiting queue ordered by the request's ``priority`` field (lower
-    # first), then arrival; preemption picks the lowest priority, latest arrival (vLLM's priority policy)
+    # first), then arrival; preemption picks the lowest priority, latest arrival (vLLM's priority policy);
+    # "deadline": PolyServe's engine scheduler (earliest TTFT deadline first, prefill chunks sized to the
+    # decode batch's tightest token deadline) on each request's ``polyserve_slo`` (see engine/protocol.py);
+    # "edf": earliest TTFT deadline first on the same deadlines, with the static token budget
     scheduling_policy: str = "fcfs"
     # failure injection (tests of gateways and clients)
     fail_after: int | None = None  # after this many generation requests, new ones get HTTP 500

@@ -6,10 +6,15 @@ which the HTTP layer turns into SSE chunks. A preempted request's queue simply s
 recomputed, as with vLLM. ``abort`` (client gone, stream crashed) frees the request's seat and KV at once if
 it waits, at the next iteration boundary if it runs (see ``polyserve.engine.abort``).
 
-The engine is SLO-unaware, like vLLM: every request gets the same (unused) SLO fields, except that with
+By default the engine is SLO-unaware, like vLLM: every request gets the same (unused) SLO fields, except that with
 ``scheduling_policy="priority"`` the instance's deadline-ordered queue is fed a key that orders by the
 request's ``priority`` (lower first), then arrival; its preemption victim is then the lowest priority, latest
-arrival, which is vLLM's priority policy.
+arrival, which is vLLM's priority policy. With ``scheduling_policy="deadline"`` the engine runs PolyServe's
+own scheduler (``polyserve-dynamic``: EDF queue and dynamic chunking; ``"edf"``: the EDF queue alone) on each
+request's deadlines, given as
+(seconds to the first token, seconds per token) of wall time and converted to the model's clock
+(``time_scale``); a request without them is scheduled as if it had no deadline (last in the queue, never
+the one a chunk is sized for).
 
 One ``EngineCore`` belongs to one event loop (its timers live there). Several cores can share a loop (the
 gateway runs N engines in one process).
@@ -23,7 +28,7 @@ from dataclasses import dataclass, field
 
 from polyserve.core.errors import ConfigError
 from polyserve.engine.abort import AbortableInstance
-from polyserve.engine.config import EngineConfig
+from polyserve.engine.config import DEADLINE_POLICIES, EngineConfig
 from polyserve.engine.host import RealtimeHost
 from polyserve.policy import SCHEDULERS
 from polyserve.sim.config import default_max_num_batched_tokens
@@ -32,6 +37,7 @@ from polyserve.sim.request import SimRequest
 
 # priority -> queue key: far above any arrival span (1e6 s), so priority dominates and arrival breaks ties
 PRIORITY_NS = 10**15
+NO_DEADLINE_NS = 10**15  # "deadline" policy, a request without an SLO: due in ~11.6 days (never binding)
 
 
 @dataclass(eq=False)
@@ -80,14 +86,14 @@ class EngineCore:
                 f"the instance has no room for KV cache ({kv} tokens); use a larger GPU or --tp"
             )
         self.kv_capacity = int(kv)
-        queue = "edf" if config.scheduling_policy == "priority" else "fcfs"
+        sched = {"priority": "edf", "deadline": "polyserve-dynamic", "edf": "edf"}.get(config.scheduling_policy, "fcfs")
         self.host = RealtimeHost(loop, config.time_scale, self)
         self.instance = AbortableInstance(
             0,
             "mixed",
             model,
             self.kv_capacity,
-            SCHEDULERS.create(queue),
+            SCHEDULERS.create(sched),
             self.host,
             max_num_seqs=config.max_num_seqs,
             max_num_batched_tokens=config.max_num_batched_tokens
@@ -117,15 +123,23 @@ class EngineCore:
         return self.instance.kv_used / self.kv_capacity
 
     # ---- requests ------------------------------------------------------------------------------------------
-    def submit(self, prompt_tokens: int, max_tokens: int, arrival: float, priority: int = 0) -> TokenStream:
-        """Queue a request now; its tokens come on the returned stream. ``arrival``: loop time it came in."""
+    def submit(self, prompt_tokens: int, max_tokens: int, arrival: float, priority: int = 0,
+               slo: tuple[float, float] | None = None) -> TokenStream:
+        """Queue a request now; its tokens come on the returned stream. ``arrival``: loop time it came in.
+        ``slo``: (wall seconds from now to the first token's deadline, wall seconds per token)."""
         if self.broken is not None:
             raise RuntimeError(f"engine stopped after an internal error: {self.broken!r}")
         rid = self._next_rid
         self._next_rid += 1
         now = self.host.catch_up(self.instance)
-        if self.config.scheduling_policy == "priority":
+        policy = self.config.scheduling_policy
+        if policy == "priority":
             ttft, tpot = priority * PRIORITY_NS, 1
+        elif policy in DEADLINE_POLICIES and slo is not None:
+            scale = self.config.time_scale * 1e9  # wall seconds -> model ns
+            ttft, tpot = round(slo[0] * scale), max(1, round(slo[1] * scale))
+        elif policy in DEADLINE_POLICIES:
+            ttft, tpot = NO_DEADLINE_NS, NO_DEADLINE_NS
         else:
             ttft, tpot = 0, 1
         req = SimRequest(rid, rid, now, prompt_tokens, max_tokens, 0, ttft, tpot)

@@ -5,11 +5,21 @@ the field (``{"error": {"message", "type", "code", "param"}}``), never FastAPI's
 use for (``temperature``, ``ignore_eos``, ``top_p``, ...) are accepted and ignored, as a real server would not
 reject a benchmark for sending them. ``priority`` (vLLM's field, an int; lower = sooner) is accepted and used
 only with ``--scheduling-policy priority``.
+
+PolyServe's extension: the request's own token deadlines, so an engine can schedule by them
+(``--scheduling-policy deadline``), as the body field ``"polyserve_slo": {"ttft_ms": T, "tpot_ms": P}`` or the
+header ``x-polyserve-slo: ttft_ms=T;tpot_ms=P`` (the field wins when both are sent). ``T`` is the time left,
+from when the engine receives the request, until the first token is due (it may be <= 0: already late);
+``P`` > 0 the gap allowed between tokens, so token ``k`` is due at ``receipt + T + (k-1)*P``. Both are
+wall-clock milliseconds: relative times need no clock shared between gateway and engine. An engine not
+scheduling by deadline accepts and ignores them.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from polyserve.engine.text import count_words, prompt_tokens
@@ -52,6 +62,57 @@ class GenerationRequest:
     stream: bool
     include_usage: bool
     priority: int
+    slo: RequestSlo | None = None  # the polyserve_slo extension field
+
+
+SLO_FIELD = "polyserve_slo"
+SLO_HEADER = "x-polyserve-slo"
+
+
+@dataclass(frozen=True)
+class RequestSlo:
+    """A request's token deadlines relative to its receipt: token k is due ``ttft_ms + (k-1)*tpot_ms`` later."""
+
+    ttft_ms: float
+    tpot_ms: float
+
+
+def _slo_values(get, where: str) -> RequestSlo:
+    vals: dict[str, float] = {}
+    for key in ("ttft_ms", "tpot_ms"):
+        v = get(key)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise RequestError(400, f"{where}: '{key}' must be a finite number of milliseconds, got {json.dumps(v)}",
+                               SLO_FIELD)
+        vals[key] = float(v)
+    if vals["tpot_ms"] <= 0:
+        raise RequestError(400, f"{where}: 'tpot_ms' must be > 0, got {vals['tpot_ms']:g}", SLO_FIELD)
+    return RequestSlo(vals["ttft_ms"], vals["tpot_ms"])
+
+
+def parse_slo(body: Mapping[str, object], headers: Mapping[str, str] | None = None) -> RequestSlo | None:
+    """The request's deadlines from the ``polyserve_slo`` body field, else the ``x-polyserve-slo`` header
+    (``ttft_ms=T;tpot_ms=P``); None if neither. A malformed one is a 400 naming it."""
+    v = body.get(SLO_FIELD)
+    if v is not None:
+        if not isinstance(v, dict):
+            raise RequestError(400, f"'{SLO_FIELD}' must be an object {{\"ttft_ms\": .., \"tpot_ms\": ..}}, "
+                               f"got {json.dumps(v)}", SLO_FIELD)
+        return _slo_values(v.get, f"'{SLO_FIELD}'")
+    raw = (headers or {}).get(SLO_HEADER)
+    if raw is None:
+        return None
+    parts: dict[str, float] = {}
+    for item in raw.split(";"):
+        k, sep, val = item.partition("=")
+        if not sep:
+            raise RequestError(400, f"header {SLO_HEADER}: expected 'ttft_ms=T;tpot_ms=P', got {raw!r}", SLO_FIELD)
+        try:
+            parts[k.strip()] = float(val)
+        except ValueError:
+            raise RequestError(400, f"header {SLO_HEADER}: {k.strip()}={val.strip()!r} is not a number",
+                               SLO_FIELD) from None
+    return _slo_values(parts.get, f"header {SLO_HEADER}")
 
 
 def parse_json(raw: bytes) -> dict[str, object]:
@@ -110,7 +171,8 @@ def _common(body: dict[str, object], chat: bool, words: int) -> GenerationReques
         priority = 0
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise RequestError(400, f"'priority' must be an integer, got {json.dumps(priority)}", "priority")
-    return GenerationRequest(chat, model, prompt_tokens(words), max_tokens, stream, include_usage, priority)
+    return GenerationRequest(chat, model, prompt_tokens(words), max_tokens, stream, include_usage, priority,
+                             parse_slo(body))
 
 
 def parse_completion(body: dict[str, object]) -> GenerationRequest:

@@ -10,8 +10,10 @@ One generation request, in order:
    ``max_tokens`` within a server's KV capacity (400, as vLLM's context check);
 2. accepted: the ``Dispatcher`` routes it with the policy (at once, or after waiting in the router);
 3. the upstream request is sent as a stream (the tier in ``priority`` for ``priority: true`` backends, and
-   the field removed for the others) and read **until its first token** before anything is sent to the
-   client. So a backend failing before the first token (refused, 5xx, timeout, dropped) is invisible to
+   the field removed for the others; for ``deadlines: true`` backends the request's token deadlines as the
+   ``polyserve_slo`` extension, ``ttft_ms`` counted from the moment it is sent, see ``engine/protocol.py``;
+   a client's own ``polyserve_slo`` is never forwarded) and read **until its first token** before anything
+   is sent to the client. So a backend failing before the first token (refused, 5xx, timeout, dropped) is invisible to
    the client: the request is retried on another server, up to ``retries`` times, and the failed server is
    marked dead until its next good scrape;
 4. streaming: the response starts with the first token's bytes and then every upstream chunk is forwarded
@@ -45,7 +47,14 @@ from typing import Any
 import httpx
 
 from polyserve.core.fleet import FleetConfig, RequestInfo, ScaleAction
-from polyserve.engine.protocol import GenerationRequest, RequestError, parse_chat, parse_completion, parse_json
+from polyserve.engine.protocol import (
+    SLO_FIELD,
+    GenerationRequest,
+    RequestError,
+    parse_chat,
+    parse_completion,
+    parse_json,
+)
 from polyserve.gateway.actuator import Actuator, StaticActuator
 from polyserve.gateway.backend import (
     Backend,
@@ -135,7 +144,8 @@ class Gateway:
         self.kv_capacity = int(eng.kv_capacity_tokens or self.model.deployment.kv_capacity_tokens)  # type: ignore[attr-defined]
         options = dict(config.policy_options)
         self.router = make_router(config.policy, random.Random(config.seed), **options)
-        self.backends = backends or [Backend(i, b.url, b.priority) for i, b in enumerate(config.backends)]
+        self.backends = backends or [Backend(i, b.url, b.priority, deadlines=b.deadlines)
+                                     for i, b in enumerate(config.backends)]
         self.actuator: Actuator = actuator or StaticActuator()
         self.metrics = GatewayMetrics(self.tiers.names, [b.name for b in self.backends])
         self.dispatcher = Dispatcher(
@@ -334,13 +344,21 @@ class Gateway:
         if not g.stream:
             body["stream_options"] = {"include_usage": True}
         body.pop("priority", None)
+        body.pop(SLO_FIELD, None)
         if g.model is None:
             body["model"] = self.config.model
         plain = json.dumps(body).encode()
         prio = None
+        clock = self.clock
 
         def body_for(b: Backend) -> bytes:
             nonlocal prio
+            if b.deadlines:  # built per attempt: the time left shrinks while the request waits or retries
+                extra: dict[str, Any] = {SLO_FIELD: {"ttft_ms": round((live.deadline0 - clock()) * 1e3, 3),
+                                                     "tpot_ms": slo.tpot_ms}}
+                if b.priority:
+                    extra["priority"] = slo.tier
+                return json.dumps({**body, **extra}).encode()
             if not b.priority:
                 return plain
             if prio is None:

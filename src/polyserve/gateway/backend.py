@@ -29,8 +29,9 @@ class Backend:
 
     sid: int
     url: str
-    priority: bool = False
+    priority: bool = False  # forward the tier as `priority` (vLLM --scheduling-policy priority)
     name: str = ""
+    deadlines: bool = False  # forward the token deadlines as `polyserve_slo` (polyserve engine)
     # from the last scrape of its /metrics (None: never scraped, or it failed)
     running: float | None = None
     waiting: float | None = None

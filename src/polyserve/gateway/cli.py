@@ -70,6 +70,14 @@ def up(
         ),
     ] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level")] = "warning",
+    engine_scheduler: Annotated[
+        str,
+        typer.Option(
+            "--engine-scheduler",
+            help="auto (the policy's engine scheduler, as in the simulator: polyserve -> deadline, with each "
+            "request's deadlines forwarded) | fcfs | priority | deadline | edf",
+        ),
+    ] = "auto",
 ) -> None:
     """Start N local emulated engines and the gateway in front of them; Ctrl-C or SIGTERM stops them all."""
     from polyserve.core.errors import PolyServeError
@@ -90,6 +98,7 @@ def up(
                 shedding=shedding,
                 stop_idle=stop_idle,
                 log_level=log_level,
+                engine_scheduler=engine_scheduler,
             )
         )
     except PolyServeError as e:

@@ -7,6 +7,8 @@ The file is YAML (``.yaml``/``.yml``) or TOML (``.toml``); both give the same do
       - url: http://127.0.0.1:8001
         priority: true             # vLLM started with --scheduling-policy priority: forward the tier
       - url: http://127.0.0.1:8002
+        deadlines: true            # `polyserve engine --scheduling-policy deadline|edf`: forward the
+                                   # request's token deadlines (the polyserve_slo body field)
     tiers: tiers.toml              # optional, relative to this file; default: the shipped t20/t30/t50/t100
     default_tier: t50              # optional; default: the loosest tier
     policy: polyserve              # a router name from `polyserve policies`
@@ -39,6 +41,7 @@ from polyserve.core.tiers import TierSet
 class BackendSpec:
     url: str
     priority: bool = False  # forward the tier index as the body's `priority` (vLLM --scheduling-policy priority)
+    deadlines: bool = False  # forward the request's deadlines as `polyserve_slo` (polyserve engine, deadline policy)
 
 
 @dataclass(frozen=True)
@@ -208,18 +211,19 @@ def config_from_dict(doc: Any, source: str = "<config>", base_dir: Path | None =
             raise ConfigError(f"{src}: {req}: missing (a gateway config needs at least model and backends)")
     raw_backends = doc["backends"]
     if not isinstance(raw_backends, list) or not raw_backends:
-        raise ConfigError(f"{src}: backends: must be a non-empty list of {{url, priority}} entries")
+        raise ConfigError(f"{src}: backends: must be a non-empty list of {{url, priority, deadlines}} entries")
     backends = []
     for i, b in enumerate(raw_backends):
         if isinstance(b, str):
             b = {"url": b}
         if not isinstance(b, dict):
-            raise ConfigError(f"{src}: backends[{i}]: must be a URL or a mapping {{url, priority}}")
-        _check_keys(src, f"backends[{i}].", b, {"url", "priority"})
+            raise ConfigError(f"{src}: backends[{i}]: must be a URL or a mapping {{url, priority, deadlines}}")
+        _check_keys(src, f"backends[{i}].", b, {"url", "priority", "deadlines"})
         if "url" not in b:
             raise ConfigError(f"{src}: backends[{i}].url: missing")
         url = _str(src, f"backends[{i}].url", b["url"]).rstrip("/")
-        backends.append(BackendSpec(url, _bool(src, f"backends[{i}].priority", b.get("priority", False))))
+        backends.append(BackendSpec(url, _bool(src, f"backends[{i}].priority", b.get("priority", False)),
+                                    _bool(src, f"backends[{i}].deadlines", b.get("deadlines", False))))
     kw: dict[str, Any] = {"model": _str(src, "model", doc["model"]), "backends": tuple(backends), "source": src}
     if "tiers" in doc:
         p = Path(_str(src, "tiers", doc["tiers"]))

@@ -1,5 +1,10 @@
 """``polyserve up``: a gateway plus N local emulated engines, for trying PolyServe by hand.
 
+Each engine runs the instance scheduler the policy asks for (``Router.scheduler_for``, as in the simulator):
+PolyServe's dynamic chunking becomes ``--scheduling-policy deadline`` and the gateway forwards every request's
+token deadlines to it; a policy that wants vLLM's FCFS gets ``fcfs`` (with its static token budget, e.g.
+co-chunk's). ``engine_scheduler`` overrides the choice.
+
 The engines start first, all at once (one subprocess each, in parallel), and join the router's idle pool;
 then the gateway binds its port and prints its URL, so ``/health`` and ``/v1/models`` answer as soon as
 anything listens. The policy scales servers out of the idle pool on demand; with ``stop_idle`` a released
@@ -16,7 +21,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from polyserve.engine.config import EngineConfig
+from polyserve.engine.config import DEADLINE_POLICIES, EngineConfig
 from polyserve.gateway.actuator import LocalEngineActuator
 from polyserve.gateway.backend import Backend
 from polyserve.gateway.config import BackendSpec, EngineSpec, GatewayConfig
@@ -36,6 +41,32 @@ class UpSpec:
     shedding: bool = False
     stop_idle: bool = False
     log_level: str = "warning"
+    engine_scheduler: str = "auto"  # auto: the policy's choice; else an engine --scheduling-policy
+
+
+ENGINE_POLICY = {"fcfs": "fcfs", "edf": "edf", "polyserve-dynamic": "deadline"}  # simulator scheduler -> engine
+
+
+def engine_policy_for(policy: str, override: str = "auto") -> tuple[str, int | None]:
+    """(engine ``--scheduling-policy``, token budget or None) that runs what the simulator runs for ``policy``.
+    Raises ``ConfigError`` for a scheduler the emulated engine does not implement."""
+    from polyserve.core.errors import ConfigError
+    from polyserve.engine.config import SCHEDULING_POLICIES
+    from polyserve.policy import make_router
+
+    if override != "auto":
+        if override not in SCHEDULING_POLICIES:
+            raise ConfigError(f"--engine-scheduler must be auto or one of {', '.join(SCHEDULING_POLICIES)}, "
+                              f"got {override!r}")
+        return override, None
+    import random
+
+    name, opts = make_router(policy, random.Random(0)).scheduler_for.get("mixed", ("fcfs", {}))
+    if name not in ENGINE_POLICY:
+        raise ConfigError(f"policy {policy} wants the {name!r} engine scheduler, which the emulated engine does not "
+                          f"implement; pass --engine-scheduler ({', '.join(SCHEDULING_POLICIES)})")
+    budget = opts.get("token_budget")
+    return ENGINE_POLICY[name], int(budget) if isinstance(budget, int) else None
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -48,7 +79,10 @@ def run_up(spec: UpSpec) -> None:
     from polyserve.gateway.app import Gateway
     from polyserve.gateway.server import serve_app
 
-    ecfg = EngineConfig(model=spec.model, gpu=spec.gpu, time_scale=spec.time_scale)
+    sched, budget = engine_policy_for(spec.policy, spec.engine_scheduler)
+    ecfg = EngineConfig(model=spec.model, gpu=spec.gpu, time_scale=spec.time_scale, scheduling_policy=sched,
+                        max_num_batched_tokens=budget)
+    deadlines = sched in DEADLINE_POLICIES
     old = signal.signal(signal.SIGTERM, _interrupt)  # until uvicorn takes over: stop what was started
     started: dict[int, object] = {}
     actuator: LocalEngineActuator | None = None
@@ -65,17 +99,23 @@ def run_up(spec: UpSpec) -> None:
                 raise errors[0]
         for i, e in started.items():
             sys.stdout.write(f"engine {i}: {e.url} (pid {e.proc.pid})\n")  # type: ignore[attr-defined]
+        sys.stdout.write(f"engines schedule with --scheduling-policy {sched}"
+                         + (f", token budget {budget}" if budget else "")
+                         + ("; the gateway forwards each request's deadlines" if deadlines else "") + "\n")
         config = GatewayConfig(
             model=ecfg.name,
-            backends=tuple(BackendSpec(started[i].url) for i in range(spec.engines)),  # type: ignore[attr-defined]
+            backends=tuple(BackendSpec(started[i].url, deadlines=deadlines)  # type: ignore[attr-defined]
+                           for i in range(spec.engines)),
             tiers_path=spec.tiers_path,
             default_tier=spec.default_tier,
             policy=spec.policy,
             shedding=spec.shedding,
+            # the router predicts with the engine's default budget, as in the simulator (a policy's token
+            # budget is its engine scheduler's, not the fleet's)
             engine=EngineSpec(model=spec.model, gpu=spec.gpu, time_scale=spec.time_scale),
             source="polyserve up",
         )
-        backends = [Backend(i, b.url, b.priority) for i, b in enumerate(config.backends)]
+        backends = [Backend(i, b.url, b.priority, deadlines=b.deadlines) for i, b in enumerate(config.backends)]
         actuator = LocalEngineActuator(
             backends, lambda sid: launch_engine(ecfg, host=spec.host), started, stop_idle=spec.stop_idle
         )
