@@ -11,8 +11,8 @@ import random
 
 import pytest
 
-from polyserve.engine.abort import AbortableInstance
 from polyserve.policy import SCHEDULERS
+from polyserve.sim.instance import Instance
 from polyserve.sim.request import DONE, SimRequest
 
 from .helpers import client_for, completion, linear, make_app, run
@@ -60,7 +60,7 @@ class StepHost:
 
 def instance(kv: int = 10_000, seqs: int = 256, budget: int = 8192, queue: str = "fcfs"):
     host = StepHost()
-    inst = AbortableInstance(
+    inst = Instance(
         0,
         "mixed",
         linear(),

@@ -18,10 +18,15 @@ class FakeEngine:
         self.url = url
         self.log = log
 
+        self.dead = False
+
     def stop(self) -> int:
         time.sleep(0.01)
         self.log.append(f"stop {self.url}")
         return 0
+
+    def alive(self) -> bool:
+        return not self.dead
 
 
 def test_activate_starts_deactivate_stops_and_restarts_on_a_new_url() -> None:
@@ -96,3 +101,34 @@ def test_keep_idle_leaves_engines_running_and_static_is_always_ready() -> None:
 
     ready, log, static_ready = run(main())
     assert ready and log == ["stop http://e0"] and static_ready
+
+
+def test_a_killed_engine_is_replaced_by_a_new_one_on_a_new_url() -> None:
+    async def main():
+        log: list[str] = []
+        counter = iter(range(100))
+
+        def start(sid: int) -> FakeEngine:
+            return FakeEngine(f"http://e{sid}-{next(counter)}", log)
+
+        backends = [Backend(0, "http://none"), Backend(1, "http://none")]
+        act = LocalEngineActuator(backends, start, stop_idle=True)
+        act.activate(0)
+        await act.wait_ready(0)
+        first = act.engines[0]
+        assert act.supervise() == []  # alive: left alone
+        first.dead = True  # SIGKILL
+        assert act.supervise() == [0] and not act.is_ready(0)
+        await act.wait_ready(0)
+        assert backends[0].url == "http://e0-1" and act.replaced == 1
+        act.deactivate(0)  # released on purpose and stopped: not a death
+        for _ in range(100):
+            if 0 not in act.engines and not act._tasks:
+                break
+            await asyncio.sleep(0.01)
+        assert act.supervise() == [] and StaticActuator().supervise() == []
+        await act.aclose()
+        return act
+
+    act = run(main())
+    assert act.starts == 2 and act.replaced == 1

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 
 from polyserve.engine import EngineConfig
+from polyserve.gateway.config import config_from_dict
 
-from .helpers import MODEL, completion, harness, metric, outcomes, read_stream, run, texts
+from .helpers import MODEL, completion, engine_configs, harness, metric, outcomes, read_stream, run, texts
 
 
 def test_health_models_and_a_streamed_completion() -> None:
@@ -188,3 +190,36 @@ def test_metrics_count_requests_per_tier_with_ttft_tpot_and_attainment() -> None
                  "polyserve_backend_outstanding{"):  # fmt: skip
         assert name in text
     assert metric(gw, "polyserve_scaling_actions_total", action="activate") >= 2  # two tiers scaled up
+
+
+def test_an_autoscaler_in_the_config_runs_in_the_gateway_and_scales_out_under_load() -> None:
+    """Untiered policy + target-concurrency: one server at start (min_servers), more once requests pile up."""
+    doc = {"policy": "minimal", "autoscaler": "target-concurrency",
+           "autoscaler_options": {"target": 1.0, "upscale_delay_s": 0.0}, "tick_s": 0.01}
+
+    async def main():
+        async with harness(engine_configs(3, time_scale=1.0), doc) as h:
+            before = h.gateway.dispatcher.servers_by_state()
+            first = [asyncio.ensure_future(read_stream(h.client, completion(2, 60))) for _ in range(6)]
+            await asyncio.sleep(0.3)  # ticks see 6 in flight on one server: the autoscaler adds servers
+            during = h.gateway.dispatcher.servers_by_state()
+            await asyncio.gather(*first, *(read_stream(h.client, completion(2, 5)) for _ in range(6)))
+            return before, during, h.gateway.dispatcher.fleet.scaling_actions, h.fleet.seen
+
+    before, during, actions, seen = run(main())
+    assert before["shared"] == 1 and before["idle"] == 2
+    assert during["shared"] >= 2 and actions >= 1
+    assert len([k for k, v in seen.items() if v]) >= 2, "the second wave reaches the servers added"
+
+
+def test_an_autoscaler_with_a_tiered_policy_or_an_unknown_name_is_a_config_error() -> None:
+    from polyserve.core.errors import ConfigError
+    from polyserve.gateway.app import create_gateway_app
+
+    base = {"model": "llama-3.1-8b", "backends": ["http://a"]}
+    with pytest.raises(ConfigError, match="scales its own tiers"):
+        create_gateway_app(config_from_dict({**base, "policy": "polyserve", "autoscaler": "target-concurrency"}))
+    with pytest.raises(ConfigError, match="unknown autoscaler 'nope'"):
+        config_from_dict({**base, "policy": "minimal", "autoscaler": "nope"})
+    with pytest.raises(ConfigError, match="without an autoscaler"):
+        config_from_dict({**base, "autoscaler_options": {"target": 2}})

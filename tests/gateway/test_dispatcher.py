@@ -48,6 +48,9 @@ class Recorder:
     def expects_up(self, sid: int) -> bool:
         return True
 
+    def supervise(self) -> list[int]:
+        return []
+
     async def aclose(self) -> None:
         return None
 

@@ -7,7 +7,6 @@ words); ``max_tokens`` tokens are always generated (vLLM's ``ignore_eos``).
 
 Reading guide:
 - ``config``    ``EngineConfig``: model, GPU, limits, pace (``time_scale``) and injected faults;
-- ``abort``     ``AbortableInstance``: the instance model plus ``abort(req)`` for clients that go away;
 - ``host``      ``RealtimeHost``: the instance's ``Host`` on asyncio timers (the real-time twin of the
                 simulator's event loop);
 - ``core``      ``EngineCore``: requests in, per-request token streams out;

@@ -1,10 +1,10 @@
 """``EngineCore``: one emulated vLLM engine: requests in, token times out, on the running event loop.
 
-``submit`` turns a request into a ``SimRequest`` on an ``AbortableInstance`` hosted by a ``RealtimeHost``;
+``submit`` turns a request into a ``SimRequest`` on the simulator's ``Instance`` hosted by a ``RealtimeHost``;
 each token the instance emits is put on the request's ``TokenStream`` queue (as the loop time it was due),
 which the HTTP layer turns into SSE chunks. A preempted request's queue simply stays empty until it is
 recomputed, as with vLLM. ``abort`` (client gone, stream crashed) frees the request's seat and KV at once if
-it waits, at the next iteration boundary if it runs (see ``polyserve.engine.abort``).
+it waits, at the next iteration boundary if it runs (``Instance.abort``).
 
 By default the engine is SLO-unaware, like vLLM: every request gets the same (unused) SLO fields, except that with
 ``scheduling_policy="priority"`` the instance's deadline-ordered queue is fed a key that orders by the
@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from polyserve.core.errors import ConfigError
-from polyserve.engine.abort import AbortableInstance
 from polyserve.engine.config import DEADLINE_POLICIES, EngineConfig
 from polyserve.engine.host import RealtimeHost
 from polyserve.policy import SCHEDULERS
@@ -88,7 +87,7 @@ class EngineCore:
         self.kv_capacity = int(kv)
         sched = {"priority": "edf", "deadline": "polyserve-dynamic", "edf": "edf"}.get(config.scheduling_policy, "fcfs")
         self.host = RealtimeHost(loop, config.time_scale, self)
-        self.instance = AbortableInstance(
+        self.instance = Instance(
             0,
             "mixed",
             model,

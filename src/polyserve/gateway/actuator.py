@@ -11,6 +11,9 @@ The contract (``Actuator``), called by the ``Dispatcher`` on the event loop, nev
   elsewhere and the server marked dead;
 - ``expects_up(sid)``: whether the backend should answer now (the scraper does not call a server that was
   stopped on purpose dead);
+- ``supervise()``: called on every scrape round; replaces a backend that died on its own (a local engine
+  process killed or crashed is started again: a new process, a new port) and returns the servers replaced.
+  Until the replacement answers, the scraper has marked the server dead, so nothing is routed to it;
 - ``aclose()``: stop whatever the actuator started.
 
 Tier moves need no actuator call: they are instant in the router (a server's tier is only the router's
@@ -45,7 +48,19 @@ class Actuator(Protocol):
 
     def expects_up(self, sid: int) -> bool: ...
 
+    def supervise(self) -> list[int]: ...
+
     async def aclose(self) -> None: ...
+
+
+class EngineHandle(Protocol):
+    """A started engine, as ``LocalEngineActuator``'s ``start`` returns it (``engine.process.EngineProcess``)."""
+
+    url: str
+
+    def stop(self) -> int: ...
+
+    def alive(self) -> bool: ...
 
 
 class StaticActuator:
@@ -65,6 +80,9 @@ class StaticActuator:
 
     def expects_up(self, sid: int) -> bool:
         return True
+
+    def supervise(self) -> list[int]:
+        return []  # a fixed backend is someone else's to restart
 
     async def aclose(self) -> None:
         return None
@@ -97,6 +115,7 @@ class LocalEngineActuator:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self.starts = 0
         self.stops = 0
+        self.replaced = 0
 
     def _event(self, sid: int) -> asyncio.Event:
         ev = self._ready.get(sid)
@@ -134,6 +153,17 @@ class LocalEngineActuator:
 
     def expects_up(self, sid: int) -> bool:
         return self.is_ready(sid)
+
+    def supervise(self) -> list[int]:
+        """Start a new engine for every wanted server whose process has exited (killed, crashed, OOM)."""
+        dead = [sid for sid, e in self.engines.items()
+                if self._want.get(sid) and sid not in self._tasks and not e.alive()]  # type: ignore[attr-defined]
+        for sid in dead:
+            self.engines.pop(sid)
+            self._event(sid).clear()
+            self.replaced += 1
+            self._reconcile(sid)
+        return dead
 
     def _reconcile(self, sid: int) -> None:
         if sid in self._tasks:

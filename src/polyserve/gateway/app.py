@@ -144,6 +144,15 @@ class Gateway:
         self.kv_capacity = int(eng.kv_capacity_tokens or self.model.deployment.kv_capacity_tokens)  # type: ignore[attr-defined]
         options = dict(config.policy_options)
         self.router = make_router(config.policy, random.Random(config.seed), **options)
+        autoscaler = None
+        if config.autoscaler is not None:
+            from polyserve.core.errors import ConfigError
+            from polyserve.policy import AUTOSCALERS
+
+            if self.router.tiered:
+                raise ConfigError(f"{config.source}: autoscaler: policy {config.policy} scales its own tiers; "
+                                  "an autoscaler applies to untiered policies only")
+            autoscaler = AUTOSCALERS.create(config.autoscaler, **config.autoscaler_options)
         self.backends = backends or [Backend(i, b.url, b.priority, deadlines=b.deadlines)
                                      for i, b in enumerate(config.backends)]
         self.actuator: Actuator = actuator or StaticActuator()
@@ -159,6 +168,7 @@ class Gateway:
             max_pending=config.max_pending if config.shedding else None,
             on_scale=self._on_scale,
             shed=config.shedding,
+            autoscaler=autoscaler,
         )
         self.metrics.bind(
             self.dispatcher.pending_by_tier,

@@ -13,6 +13,8 @@ The file is YAML (``.yaml``/``.yml``) or TOML (``.toml``); both give the same do
     default_tier: t50              # optional; default: the loosest tier
     policy: polyserve              # a router name from `polyserve policies`
     policy_options: {}             # keyword options of that router
+    autoscaler: target-concurrency # optional, untiered policies only (tiered ones scale themselves)
+    autoscaler_options: {}         # keyword options of that autoscaler
     shedding: false                # shed requests whose TTFT can no longer be met (429 + Retry-After)
     max_pending: 10000             # with shedding: more requests waiting than this -> 503 + Retry-After
     api_keys:                      # optional; when present every request needs one of these keys
@@ -81,6 +83,8 @@ class GatewayConfig:
     default_tier: str | None = None  # None: the loosest tier
     policy: str = "polyserve"
     policy_options: dict[str, Any] = field(default_factory=dict)
+    autoscaler: str | None = None  # an AUTOSCALERS name; the gateway's FleetDriver calls it every tick
+    autoscaler_options: dict[str, Any] = field(default_factory=dict)
     shedding: bool = False
     max_pending: int | None = None  # only with shedding
     retry_after_s: float = 1.0
@@ -112,6 +116,14 @@ class GatewayConfig:
 
         if self.policy not in ROUTERS:
             raise ConfigError(f"{src}: policy: unknown router {self.policy!r}; known: {', '.join(ROUTERS.names())}")
+        if self.autoscaler is not None:
+            from polyserve.policy import AUTOSCALERS
+
+            if self.autoscaler not in AUTOSCALERS:
+                raise ConfigError(f"{src}: autoscaler: unknown autoscaler {self.autoscaler!r}; known: "
+                                  f"{', '.join(AUTOSCALERS.names())}")
+        elif self.autoscaler_options:
+            raise ConfigError(f"{src}: autoscaler_options: given without an autoscaler")
         for name, v, lo in (
             ("retry_after_s", self.retry_after_s, 0.0),
             ("tick_s", self.tick_s, 1e-3),
@@ -168,7 +180,8 @@ class GatewayConfig:
 
 # ---- reading the file -----------------------------------------------------------------------------------------
 _TOP = {
-    "model", "backends", "tiers", "default_tier", "policy", "policy_options", "shedding", "max_pending",
+    "model", "backends", "tiers", "default_tier", "policy", "policy_options", "autoscaler", "autoscaler_options",
+    "shedding", "max_pending",
     "retry_after_s", "api_keys", "timeouts", "retries", "max_body_bytes", "tick_s", "scrape_interval_s",
     "dead_after", "engine", "seed",
 }  # fmt: skip
@@ -238,6 +251,12 @@ def config_from_dict(doc: Any, source: str = "<config>", base_dir: Path | None =
         if not isinstance(doc["policy_options"], dict):
             raise ConfigError(f"{src}: policy_options: must be a mapping of the router's options")
         kw["policy_options"] = dict(doc["policy_options"])
+    if "autoscaler" in doc:
+        kw["autoscaler"] = _str(src, "autoscaler", doc["autoscaler"])
+    if "autoscaler_options" in doc:
+        if not isinstance(doc["autoscaler_options"], dict):
+            raise ConfigError(f"{src}: autoscaler_options: must be a mapping of the autoscaler's options")
+        kw["autoscaler_options"] = dict(doc["autoscaler_options"])
     if "shedding" in doc:
         kw["shedding"] = _bool(src, "shedding", doc["shedding"])
     for name in ("max_pending", "retries", "max_body_bytes", "dead_after", "seed"):

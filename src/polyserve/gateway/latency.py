@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from polyserve.gateway.config import EngineSpec
 
+COEFFICIENTS = ("b0", "b1", "b2", "b3")  # a linear model's seconds per (iteration, prefill token, seq, KV token)
+
 
 class ScaledModel:
-    """``inner``'s iteration times divided by ``time_scale``; everything else (``deployment``...) passes through."""
+    """``inner``'s iteration times divided by ``time_scale``; everything else (``deployment``...) passes through.
+
+    A linear model's coefficients are scaled too: the policies' cost surrogate (``policy.cost.fit_cost``)
+    reads them directly when they exist, and unscaled ones would make every absolute prediction (admission,
+    SLO checks, the lost-cause test) off by the scale while relative ones (least-loaded) stay right.
+    """
 
     def __init__(self, inner: object, time_scale: float) -> None:
         self.inner = inner
@@ -21,7 +28,10 @@ class ScaledModel:
         return self.inner.iteration_time(num_decode, kv_tokens, prefill_tokens) / self.time_scale  # type: ignore[attr-defined]
 
     def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
+        v = getattr(self.inner, name)
+        if name in COEFFICIENTS and isinstance(v, int | float):
+            return v / self.time_scale
+        return v
 
     def describe(self) -> dict[str, object]:
         d = dict(self.inner.describe()) if hasattr(self.inner, "describe") else {}

@@ -97,6 +97,7 @@ class Scraper:
         return False
 
     async def scrape_all(self) -> None:
+        self.actuator.supervise()  # a dead local engine is replaced before it is looked at
         todo = [b for b in self.backends if self.actuator.expects_up(b.sid)]
         await asyncio.gather(*(self.scrape_one(b) for b in todo))
 

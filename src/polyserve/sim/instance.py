@@ -23,6 +23,7 @@ Times are integer nanoseconds.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 from bisect import bisect_left
 from collections import deque
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from polyserve.policy.base import BatchInfo, InstanceScheduler
-from polyserve.sim.request import DECODING, DONE, PREFILLING, WAITING, SimRequest, SlackTrack
+from polyserve.sim.request import DECODING, DONE, NEW, PREFILLING, WAITING, SimRequest, SlackTrack
 
 NONE, SINGLE, RUN = 0, 1, 2
 INF = float("inf")
@@ -113,6 +114,8 @@ class Instance:
         self._run_ends: list[int] | None = None
         self._plan_end = 0
         self.on_tokens: Callable[[Instance, list[SimRequest], int], None] | None = None
+        self._aborted: list[SimRequest] = []  # running requests to drop at the next iteration boundary
+        self.aborts = 0
 
     def set_role(self, role: str, scheduler: InstanceScheduler) -> None:
         """An idle server moves between the prefill pool and the decode pools (disaggregated, adaptive split)."""
@@ -152,6 +155,57 @@ class Instance:
         n = self._plan_n
         started = self._iterations_started(t)
         return self.kv_used - n * (self._run_k - started)
+
+    # ---- aborts (a live engine's client went away; the simulator never aborts) ------------------------------
+    def abort(self, req: SimRequest) -> None:
+        """Remove ``req`` from this instance: now if it waits, at the next iteration boundary if it runs.
+
+        A waiting request (new, or preempted and queued for recompute) holds no KV: it leaves the queue at
+        once. A request in the running batch is part of the iteration in flight, whose token and KV counts
+        were fixed when it was planned; removing it mid-iteration would corrupt them, so it is dropped when
+        the next iteration is planned, with the bookkeeping a preemption uses. Tokens of that last iteration
+        still reach the host, which drops them. Idempotent; a finished request is left alone.
+        """
+        if req.state == DONE:
+            return
+        self.aborts += 1
+        if req.state in (NEW, WAITING):
+            self._remove_waiting(req)
+            req.state = DONE
+        elif req.state in (PREFILLING, DECODING):
+            self._aborted.append(req)
+
+    @property
+    def pending_aborts(self) -> int:
+        """Aborted requests still in the iteration in flight (gone at its end)."""
+        return len(self._aborted)
+
+    def _remove_waiting(self, req: SimRequest) -> None:
+        if self._edf:
+            for i, entry in enumerate(self._wheap):
+                if entry[2] is req:
+                    self._wheap[i] = self._wheap[-1]
+                    self._wheap.pop()
+                    heapq.heapify(self._wheap)
+                    return
+        else:
+            with contextlib.suppress(ValueError):
+                self.waiting.remove(req)
+
+    def _drop_aborted(self) -> None:
+        for req in self._aborted:
+            if req.state == DECODING and self.decoding.get(req.rid) is req:
+                self._leave_decode(req)
+            elif req.state == PREFILLING and req in self.prefilling:
+                self.prefilling.remove(req)
+                self.kv_used -= req.prefilled
+                req.prefilled = 0
+            elif req.state == WAITING:  # preempted since it was marked
+                self._remove_waiting(req)
+            else:
+                continue  # finished in the last iteration
+            req.state = DONE
+        self._aborted.clear()
 
     # ---- intake -----------------------------------------------------------------------------------------
     def enqueue(self, req: SimRequest, now: int) -> None:
@@ -412,6 +466,8 @@ class Instance:
         return max(1, round(self.model.iteration_time(n, kv, prefill) * 1e9))  # type: ignore[attr-defined]
 
     def _plan_next(self, now: int) -> None:
+        if self._aborted:
+            self._drop_aborted()
         cap = self.kv_capacity
         n = len(self.decoding)
         if (
