@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m polyserve.demo
+	$(BIN)/python -m polyserve.cli.demo
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

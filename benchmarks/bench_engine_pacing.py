@@ -24,7 +24,7 @@ import httpx
 
 from polyserve.bench import BenchConfig, benchmark
 from polyserve.engine import EngineConfig, launch_engine
-from polyserve.runner import FleetSpec, build_model
+from polyserve.latency.build import FleetSpec, build_model
 
 
 def cpu_seconds(pid: int) -> float:

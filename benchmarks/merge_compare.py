@@ -17,9 +17,9 @@ import json
 import sys
 from pathlib import Path
 
-from polyserve.compare import CompareResult, CompareSettings, Context, headline, write_outputs
-from polyserve.goodput import GoodputSettings
-from polyserve.runner import FleetSpec
+from polyserve.experiments.compare import CompareResult, CompareSettings, Context, headline, write_outputs
+from polyserve.experiments.goodput import GoodputSettings
+from polyserve.latency.build import FleetSpec
 from polyserve.sim.config import SimConfig
 
 SAME = ("trace", "fleet", "sim", "goodput")  # meta fields that must agree (sim.mode may differ: rows name it)

@@ -1,8 +1,8 @@
 """Does the live gateway deliver what the simulator predicts? The same requests through both, per tier.
 
 For each policy (default PolyServe and Minimal) this script
-1. simulates the workload (``polyserve.runner.run_workload``: the shipped Azure conversation trace re-timed to
-   ``--rate``, ``--duration`` seconds, ``--engines`` servers, seed ``--seed``, overload ``serve``);
+1. simulates the workload (``polyserve.experiments.runner.run_workload``: the shipped Azure conversation
+   trace re-timed to ``--rate``, ``--duration`` seconds, ``--engines`` servers, seed ``--seed``, overload ``serve``);
 2. starts ``polyserve up`` with as many emulated engines, the same policy and its engine scheduler (PolyServe:
    ``--scheduling-policy deadline`` with each request's deadlines forwarded; Minimal: vLLM's FCFS), no
    shedding (as ``serve``), and runs ``polyserve bench`` against it with the same trace, rate, duration, seed
@@ -63,8 +63,9 @@ def scaled_tiers(tiers, scale: float, path: Path) -> None:
 def simulate(policy: str, args) -> dict[str, object]:
     from polyserve.core.tiers import TierSet
     from polyserve.data import AZURE_CONV, DEFAULT_TIERS
+    from polyserve.experiments.runner import PolicySpec, run_workload
+    from polyserve.latency.build import FleetSpec, build_model
     from polyserve.metrics.records import ATTAINED
-    from polyserve.runner import FleetSpec, PolicySpec, build_model, run_workload
     from polyserve.sim.config import SimConfig
     from polyserve.workload import WorkloadSpec, build_workload
 

@@ -13,11 +13,11 @@ __version__ = "0.1.0"
 
 
 def simulate(*args, **kwargs):
-    from polyserve.runner import simulate as _simulate
+    from polyserve.experiments.runner import simulate as _simulate
 
     return _simulate(*args, **kwargs)
 
 
-simulate.__doc__ = "Run one simulation and return its summary dict; see polyserve.runner.simulate."
+simulate.__doc__ = "Run one simulation and return its summary dict; see polyserve.experiments.runner.simulate."
 
 __all__ = ["__version__", "simulate"]

@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from polyserve.cli import app
-from polyserve.compare import CSV_SKIP, ROW_KEYS
+from polyserve.experiments.compare import CSV_SKIP, ROW_KEYS
 
 ROW_MIN = ("policy", "mode", "goodput_rps", "goodput_rps_all_tiers", "optimal_rps", "goodput_fraction",
            "autoscaled_goodput_per_instance_s", "scaling_actions", "attainment_by_tier", "goodput_rps_tail_bounded",

@@ -7,8 +7,9 @@ import pytest
 
 from polyserve.core.errors import ConfigError
 from polyserve.data import AZURE_CONV
-from polyserve.goodput import CRITERIA, GoodputSearch, GoodputSettings
-from polyserve.runner import FleetSpec, PolicySpec, build_model, load_tiers
+from polyserve.experiments.goodput import CRITERIA, GoodputSearch, GoodputSettings
+from polyserve.experiments.runner import PolicySpec, load_tiers
+from polyserve.latency.build import FleetSpec, build_model
 from polyserve.sim.config import SimConfig
 from polyserve.workload import read_trace
 

@@ -19,12 +19,12 @@ import pytest
 from polyserve.control import DecisionLog, FleetDriver
 from polyserve.core.tiers import TierSet
 from polyserve.data import AZURE_CONV, DEFAULT_TIERS
+from polyserve.experiments.runner import PolicySpec, scheduler_choice
 from polyserve.gateway.actuator import StaticActuator
 from polyserve.gateway.dispatcher import Dispatcher, Refused, Shed
 from polyserve.latency.hardware import get_deployment
 from polyserve.latency.linear import blis_linear_model
 from polyserve.policy import AUTOSCALERS, SCHEDULERS, make_router
-from polyserve.runner import PolicySpec, scheduler_choice
 from polyserve.sim.cluster import Simulation, make_rng
 from polyserve.sim.config import SimConfig
 from polyserve.workload import WorkloadSpec, build_workload

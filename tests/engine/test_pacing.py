@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from polyserve.runner import FleetSpec, build_model
+from polyserve.latency.build import FleetSpec, build_model
 
 from .helpers import client_for, completion, linear, make_app, metric_value, run, stream_events
 

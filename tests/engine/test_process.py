@@ -103,7 +103,7 @@ def test_served_sockets_disable_nagle() -> None:
     """Without TCP_NODELAY, small SSE chunks wait ~40 ms for the client's delayed ACK."""
     import socket
 
-    from polyserve.engine.server import bind_socket
+    from polyserve.serving.net import bind_socket
 
     sock = bind_socket("127.0.0.1", 0)
     try:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from polyserve.engine.protocol import ChunkWriter
 from polyserve.gateway.events import Aggregator, EventScanner
+from polyserve.serving.openai import ChunkWriter
 
 
 def _stream(chat: bool, n: int) -> bytes:

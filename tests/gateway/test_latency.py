@@ -6,8 +6,8 @@ import pytest
 
 from polyserve.gateway.config import EngineSpec
 from polyserve.gateway.latency import ScaledModel, build_gateway_model
+from polyserve.latency.build import FleetSpec, build_model
 from polyserve.policy.cost import fit_cost
-from polyserve.runner import FleetSpec, build_model
 
 
 @pytest.mark.parametrize("latency_model", ["linear", "roofline"])

@@ -21,6 +21,7 @@ import numpy as np
 
 from polyserve.core.tiers import TierSet
 from polyserve.data import DEFAULT_TIERS
+from polyserve.experiments.runner import PolicySpec, run_workload
 from polyserve.latency.hardware import get_deployment
 from polyserve.latency.linear import blis_linear_model
 from polyserve.metrics.records import (
@@ -33,7 +34,6 @@ from polyserve.metrics.records import (
     RequestRecords,
 )
 from polyserve.metrics.summary import percentiles_ms, summarize, tier_attainments
-from polyserve.runner import PolicySpec, run_workload
 from polyserve.sim.config import SimConfig
 from polyserve.workload import Workload
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 
 from polyserve.core.fleet import RoutingDecision
+from polyserve.experiments.runner import PolicySpec, run_workload, scheduler_choice
 from polyserve.metrics.records import ATTAINED, VIOLATED
 from polyserve.policy import make_router
-from polyserve.runner import PolicySpec, run_workload, scheduler_choice
 from polyserve.sim.config import SimConfig
 
 from .helpers import activate, fleet, load, model, req

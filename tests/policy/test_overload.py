@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from polyserve.core.errors import ConfigError
+from polyserve.experiments.runner import PolicySpec, run_workload
 from polyserve.metrics.records import SHED
 from polyserve.policy import ROUTERS
 from polyserve.policy.overload import LostCauseTest, check_overload_mode
-from polyserve.runner import PolicySpec, run_workload
 from polyserve.sim.config import SimConfig
 from polyserve.workload import WorkloadSpec, build_workload
 

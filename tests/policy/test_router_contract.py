@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from polyserve.core.fleet import RoutingDecision
+from polyserve.experiments.runner import PolicySpec, run_workload
 from polyserve.policy import ROUTERS, make_router
-from polyserve.runner import PolicySpec, run_workload
 from polyserve.sim.config import SimConfig
 from polyserve.workload import WorkloadSpec, build_workload
 

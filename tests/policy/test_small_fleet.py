@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from polyserve.runner import PolicySpec, run_workload
+from polyserve.experiments.runner import PolicySpec, run_workload
 from polyserve.sim.config import SimConfig
 from polyserve.workload import WorkloadSpec, build_workload
 

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from polyserve.data import ARXIV_LENGTHS, AZURE_CODE, AZURE_CONV
-from polyserve.goodput import GoodputSearch, GoodputSettings
+from polyserve.experiments.goodput import GoodputSearch, GoodputSettings
+from polyserve.experiments.runner import PolicySpec, load_tiers
+from polyserve.latency.build import FleetSpec, build_model
 from polyserve.policy import ROUTERS
-from polyserve.runner import FleetSpec, PolicySpec, build_model, load_tiers
 from polyserve.sim.bound import BoundSetup, lower_cost, necessary, request_costs
 from polyserve.sim.config import SimConfig
 from polyserve.workload import read_trace

@@ -14,8 +14,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from polyserve.experiments.runner import PolicySpec, run_workload, write_outputs
 from polyserve.metrics.records import ATTAINED, NO_SLACK, NOT_ARRIVED, STATUS_NAMES
-from polyserve.runner import PolicySpec, run_workload, write_outputs
 from polyserve.sim import instance as instance_mod
 from polyserve.sim.cluster import Simulation
 from polyserve.sim.config import SimConfig

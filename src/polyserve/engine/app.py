@@ -31,7 +31,8 @@ from polyserve import __version__
 from polyserve.engine.config import EngineConfig
 from polyserve.engine.core import EngineCore, EngineObserver, TokenStream
 from polyserve.engine.metrics import CONTENT_TYPE, EngineMetrics
-from polyserve.engine.protocol import (
+from polyserve.engine.sse import CrashMiddleware, InjectedCrash, SSEResponse
+from polyserve.serving.openai import (
     ChunkWriter,
     GenerationRequest,
     RequestError,
@@ -42,12 +43,11 @@ from polyserve.engine.protocol import (
     parse_json,
     parse_slo,
 )
-from polyserve.engine.sse import CrashMiddleware, InjectedCrash, SSEResponse
-from polyserve.engine.text import output_text, output_word
+from polyserve.serving.text import output_text, output_word
 
 
 def _default_model(config: EngineConfig) -> object:
-    from polyserve.runner import FleetSpec, build_model
+    from polyserve.latency.build import FleetSpec, build_model
 
     return build_model(
         FleetSpec(

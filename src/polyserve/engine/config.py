@@ -36,7 +36,7 @@ class EngineConfig:
     # "fcfs" (vLLM's default) or "priority": waiting queue ordered by the request's ``priority`` field (lower
     # first), then arrival; preemption picks the lowest priority, latest arrival (vLLM's priority policy);
     # "deadline": PolyServe's engine scheduler (earliest TTFT deadline first, prefill chunks sized to the
-    # decode batch's tightest token deadline) on each request's ``polyserve_slo`` (see engine/protocol.py);
+    # decode batch's tightest token deadline) on each request's ``polyserve_slo`` (see serving/openai.py);
     # "edf": earliest TTFT deadline first on the same deadlines, with the static token budget
     scheduling_policy: str = "fcfs"
     # failure injection (tests of gateways and clients)

@@ -11,7 +11,7 @@ One generation request, in order:
 2. accepted: the ``Dispatcher`` routes it with the policy (at once, or after waiting in the router);
 3. the upstream request is sent as a stream (the tier in ``priority`` for ``priority: true`` backends, and
    the field removed for the others; for ``deadlines: true`` backends the request's token deadlines as the
-   ``polyserve_slo`` extension, ``ttft_ms`` counted from the moment it is sent, see ``engine/protocol.py``;
+   ``polyserve_slo`` extension, ``ttft_ms`` counted from the moment it is sent, see ``serving/openai.py``;
    a client's own ``polyserve_slo`` is never forwarded) and read **until its first token** before anything
    is sent to the client. So a backend failing before the first token (refused, 5xx, timeout, dropped) is invisible to
    the client: the request is retried on another server, up to ``retries`` times, and the failed server is
@@ -47,14 +47,6 @@ from typing import Any
 import httpx
 
 from polyserve.core.fleet import FleetConfig, RequestInfo, ScaleAction
-from polyserve.engine.protocol import (
-    SLO_FIELD,
-    GenerationRequest,
-    RequestError,
-    parse_chat,
-    parse_completion,
-    parse_json,
-)
 from polyserve.gateway.actuator import Actuator, StaticActuator
 from polyserve.gateway.backend import (
     Backend,
@@ -75,6 +67,14 @@ from polyserve.gateway.metrics import CONTENT_TYPE, NO_TIER, GatewayMetrics
 from polyserve.gateway.scrape import Scraper
 from polyserve.gateway.slo import authorize, resolve_slo
 from polyserve.gateway.wire import WireClient
+from polyserve.serving.openai import (
+    SLO_FIELD,
+    GenerationRequest,
+    RequestError,
+    parse_chat,
+    parse_completion,
+    parse_json,
+)
 
 log = logging.getLogger("polyserve.gateway")
 

@@ -1,6 +1,6 @@
 """The latency model the policy predicts the backends with, from the config's ``engine`` section.
 
-The same models the simulator and the emulated engine use (``polyserve.runner.build_model``). Emulated
+The same models the simulator and the emulated engine use (``polyserve.experiments.runner.build_model``). Emulated
 engines run at ``--time-scale X`` (X times faster than the model); ``ScaledModel`` divides every iteration
 time by the same X so the router's predictions match what the backends really do on the wall clock.
 """
@@ -41,7 +41,7 @@ class ScaledModel:
 
 def build_gateway_model(spec: EngineSpec) -> object:
     """Raises ``ConfigError`` for an unknown model/GPU, or a model that does not fit the GPU."""
-    from polyserve.runner import FleetSpec, build_model
+    from polyserve.latency.build import FleetSpec, build_model
 
     model = build_model(
         FleetSpec(

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from polyserve.engine.metrics import ITL_BUCKETS, TTFT_BUCKETS
+from polyserve.serving.buckets import ITL_BUCKETS, TTFT_BUCKETS
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 OUTCOMES = ("completed", "failed", "shed", "rejected")

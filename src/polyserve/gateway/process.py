@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import httpx
 
 from polyserve.core.errors import PolyServeError
-from polyserve.engine.process import log_tail as _tail
-from polyserve.engine.process import read_ready_url
 from polyserve.gateway.server import READY_PREFIX
+from polyserve.serving.procs import log_tail as _tail
+from polyserve.serving.procs import read_ready_url
 
 
 class GatewayStartError(PolyServeError):

@@ -14,8 +14,8 @@ import signal
 import sys
 import threading
 
-from polyserve.engine.server import bind_socket
 from polyserve.gateway.app import Gateway
+from polyserve.serving.net import bind_socket
 
 READY_PREFIX = "polyserve gateway listening on "
 

@@ -1,2 +1,2 @@
 """Outputs: per-request records, the per-request CSV and the summary JSON (the goodput search is
-``polyserve.goodput``)."""
+``polyserve.experiments.goodput``)."""

@@ -7,7 +7,7 @@ seconds (20 s warm-up) instead of 600 s, one seed instead of three, no sensitivi
 sweeps. Its figures are
 therefore noisier than the full run's; README "Results" holds the full run and the command that made it.
 
-Usage: ``python -m polyserve.demo [--out DIR]`` (default ``runs/demo``).
+Usage: ``python -m polyserve.cli.demo [--out DIR]`` (default ``runs/demo``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--out"] and len(argv) >= 2:
         out = argv[1]
     elif argv:
-        console.print("usage: python -m polyserve.demo [--out DIR]", highlight=False)
+        console.print("usage: python -m polyserve.cli.demo [--out DIR]", highlight=False)
         return 2
     console.print(
         "PolyServe demo: PolyServe vs the paper's baselines on the shipped Azure 2023 conversation trace, "

@@ -15,27 +15,13 @@ from pathlib import Path
 from polyserve import __version__
 from polyserve.core.tiers import TierSet
 from polyserve.data import DEFAULT_TIERS
-from polyserve.latency.hardware import get_deployment
-from polyserve.latency.registry import build_latency_model, choose_auto
+from polyserve.latency.build import FleetSpec, build_model, describe_model
 from polyserve.metrics.records import RequestRecords
 from polyserve.metrics.summary import summarize, write_requests_csv
 from polyserve.policy import AUTOSCALERS, SCHEDULERS, make_router
 from polyserve.sim.cluster import RunStats, Simulation, make_rng
 from polyserve.sim.config import SimConfig
 from polyserve.workload import Workload, WorkloadSpec, build_workload
-
-
-@dataclass(frozen=True)
-class FleetSpec:
-    """What each instance is: model, GPU, tensor parallelism, and how its iterations are timed."""
-
-    model: str = "llama-3.1-8b"
-    gpu: str = "h100"
-    tp: int = 1
-    latency_model: str = "auto"  # auto | linear | roofline | table
-    latency_coefficients: str | None = None  # a `polyserve profile fit` output (linear)
-    latency_profile: str | None = None  # a Vidur mlp.csv (table)
-    gpu_memory_utilization: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -61,24 +47,6 @@ class SimResult:
 
 def load_tiers(path: str | Path | None) -> TierSet:
     return TierSet.from_toml(path or DEFAULT_TIERS)
-
-
-def build_model(fleet: FleetSpec):
-    dep = get_deployment(fleet.model, fleet.gpu, fleet.tp, fleet.gpu_memory_utilization)
-    return build_latency_model(
-        fleet.latency_model,
-        dep,
-        coefficients_path=fleet.latency_coefficients,
-        profile_path=fleet.latency_profile,
-    )
-
-
-def describe_model(model, fleet: FleetSpec) -> dict[str, object]:
-    d = dict(model.describe())
-    d["requested"] = fleet.latency_model
-    if fleet.latency_model == "auto" and not fleet.latency_coefficients and not fleet.latency_profile:
-        d["auto_reason"] = choose_auto(model.deployment).reason
-    return d
 
 
 def scheduler_choice(router, policy: PolicySpec) -> dict[str, tuple[str, dict[str, object]]]:
@@ -183,20 +151,20 @@ def write_outputs(out: str | Path, result: SimResult) -> tuple[Path, Path]:
     write_requests_csv(tmp, result.workload, result.records)
     tmp.replace(csv_path)
     tmpj = json_path.with_suffix(".json.tmp")
-    tmpj.write_text(json.dumps(_jsonable(result.summary), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmpj.write_text(json.dumps(jsonable(result.summary), indent=2, sort_keys=False) + "\n", encoding="utf-8")
     tmpj.replace(json_path)
     return csv_path, json_path
 
 
-def _jsonable(x):
+def jsonable(x):
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if hasattr(x, "item") and callable(x.item):
-        return _jsonable(x.item())
+        return jsonable(x.item())
     return x
 
 

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 
 from polyserve.core.errors import ConfigError
 from polyserve.core.tiers import TierSet
+from polyserve.experiments.runner import PolicySpec, SimResult, run_workload
 from polyserve.metrics.records import ATTAINED
-from polyserve.runner import PolicySpec, SimResult, run_workload
 from polyserve.sim.bound import BoundSetup, work_bound_rps
 from polyserve.sim.config import SimConfig
 from polyserve.workload import TraceData, poisson_lengths_workload

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from polyserve.core.errors import ConfigError
-from polyserve.gateway.up import engine_policy_for
+from polyserve.up import engine_policy_for
 
 
 @pytest.mark.parametrize(

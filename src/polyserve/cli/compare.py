@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from polyserve.cli import (
+from polyserve.cli.options import (
     ColdStart,
     Gpu,
     GpuMemUtil,
@@ -29,26 +29,14 @@ from polyserve.cli import (
     Tp,
     Trace,
     TraceFormat,
-    _fail,
-    _weights,
     console,
     err,
+    fail,
+    parse_floats,
+    parse_ints,
+    parse_weights,
 )
 from polyserve.core.errors import PolyServeError
-
-
-def _floats(text: str, flag: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise PolyServeError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
-
-
-def _ints(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise PolyServeError(f"{flag}: expected comma-separated integers, got {text!r}") from None
 
 
 def _pct(x: object) -> str:
@@ -115,13 +103,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Goodput of policies x modes on one workload and fleet: table, CSV/JSON and PNG plots in --out."""
         try:
-            from polyserve.compare import DEFAULT_POLICIES, CompareSettings, Context, write_outputs
             from polyserve.data import AZURE_CONV
-            from polyserve.goodput import GoodputSettings
-            from polyserve.runner import FleetSpec, build_model
+            from polyserve.experiments.compare import DEFAULT_POLICIES, CompareSettings, Context, write_outputs
+            from polyserve.experiments.goodput import GoodputSettings
+            from polyserve.latency.build import FleetSpec, build_model
             from polyserve.sim.config import SimConfig, default_max_num_batched_tokens
 
-            w = _weights(tier_weights)
+            w = parse_weights(tier_weights)
             fleet = FleetSpec(model=model, gpu=gpu, tp=tp, latency_model=latency_model,
                               latency_coefficients=str(latency_coefficients) if latency_coefficients else None,
                               latency_profile=str(latency_profile) if latency_profile else None,
@@ -133,7 +121,7 @@ def register(app: typer.Typer) -> None:
                             overload=overload)
             gs = GoodputSettings(target=target, duration_s=duration, warmup_s=warmup, rel_tol=rel_tol,
                                  tail_factor=tail_factor)
-            seed_list = _ints(seeds, "--seeds")
+            seed_list = parse_ints(seeds, "--seeds")
             if not seed_list:
                 raise PolyServeError("--seeds: give at least one seed")
             ctx = Context(str(trace or AZURE_CONV), trace_format, str(tiers) if tiers else None, w, fleet, sim,
@@ -141,18 +129,18 @@ def register(app: typer.Typer) -> None:
             pols = tuple(p.strip() for p in policies.split(",") if p.strip()) if policies else DEFAULT_POLICIES
             st = CompareSettings(
                 policies=pols, modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
-                co_chunk_budgets=_ints(co_chunk_budgets, "--co-chunk-budgets"),
-                prefill_fractions=_floats(prefill_fractions, "--prefill-fractions"),
+                co_chunk_budgets=parse_ints(co_chunk_budgets, "--co-chunk-budgets"),
+                prefill_fractions=parse_floats(prefill_fractions, "--prefill-fractions"),
                 sensitivity_model=None if sensitivity_model.lower() == "none" else sensitivity_model,
                 sensitivity_policies=tuple(p for p in ("polyserve", "random", "minimal", "co-chunk") if p in pols),
-                autoscale_rate=autoscale_rate, rate_sweep=_floats(rate_sweep, "--rate-sweep"),
-                fleet_sizes=_ints(fleet_sizes, "--fleet-sizes"), seeds=seed_list, jobs=jobs,
+                autoscale_rate=autoscale_rate, rate_sweep=parse_floats(rate_sweep, "--rate-sweep"),
+                fleet_sizes=parse_ints(fleet_sizes, "--fleet-sizes"), seeds=seed_list, jobs=jobs,
             )
             t0 = time.perf_counter()
             res = _run_with_progress(ctx, st, quiet)
             files = write_outputs(out, ctx, st, res)
         except PolyServeError as e:
-            _fail(e)
+            fail(e)
             return
         if not quiet:
             print_rows(res.rows, f"goodput (req/s) at >= {target:.0%} attainment, {instances} x {model}/{gpu}, "
@@ -175,7 +163,7 @@ def register(app: typer.Typer) -> None:
 def _run_with_progress(ctx, st, quiet: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from polyserve.compare import run_compare
+    from polyserve.experiments.compare import run_compare
 
     if quiet or not sys.stderr.isatty():
         def log(i: int, n: int, what: str) -> None:

@@ -44,11 +44,12 @@ import numpy as np
 
 from polyserve import __version__
 from polyserve.core.errors import ConfigError
-from polyserve.goodput import GoodputSearch, GoodputSettings
+from polyserve.experiments.goodput import GoodputSearch, GoodputSettings
+from polyserve.experiments.runner import PolicySpec, jsonable, load_tiers, run_workload
+from polyserve.latency.build import FleetSpec, build_model
 from polyserve.policy import ROUTERS
 from polyserve.policy.bound import BoundInputs, optimal_rate, tier_rate
 from polyserve.policy.cost import fit_cost
-from polyserve.runner import FleetSpec, PolicySpec, _jsonable, build_model, load_tiers, run_workload
 from polyserve.sim.config import SimConfig
 from polyserve.workload import WorkloadSpec, build_workload, read_trace
 
@@ -504,7 +505,7 @@ def write_outputs(out: Path, ctx: Context, st: CompareSettings, res: CompareResu
         if name.endswith("None") or (name != "compare" and not rows):
             continue
         p = out / f"{name}.json"
-        p.write_text(json.dumps(_jsonable(rows), indent=2) + "\n", encoding="utf-8")
+        p.write_text(json.dumps(jsonable(rows), indent=2) + "\n", encoding="utf-8")
         written.append(p)
         c = out / f"{name}.csv"
         with open(c, "w", newline="", encoding="utf-8") as f:
@@ -520,7 +521,7 @@ def write_outputs(out: Path, ctx: Context, st: CompareSettings, res: CompareResu
     extra = {"meta": meta, "headline": res.summary, "rate_sweep": res.sweep, "fleet_scaling": res.fleet,
              "servers_timeline": res.timelines}
     p = out / "compare_details.json"
-    p.write_text(json.dumps(_jsonable(extra), indent=2) + "\n", encoding="utf-8")
+    p.write_text(json.dumps(jsonable(extra), indent=2) + "\n", encoding="utf-8")
     written.append(p)
     written += plot_all(out, res, ctx)
     return written

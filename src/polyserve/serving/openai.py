@@ -22,7 +22,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from polyserve.engine.text import count_words, prompt_tokens
+from polyserve.serving.text import count_words, prompt_tokens
 
 
 class RequestError(Exception):

@@ -13,11 +13,52 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from polyserve import __version__
+from polyserve.cli.options import (
+    Arrival,
+    Autoscaler,
+    Burstiness,
+    ColdStart,
+    Duration,
+    Gpu,
+    GpuMemUtil,
+    InputLen,
+    Instances,
+    KvLink,
+    LatCoef,
+    LatModel,
+    LatProfile,
+    MaxSeqs,
+    MaxTokens,
+    Mode,
+    Model,
+    NumRequests,
+    Out,
+    OutputLen,
+    Overload,
+    Policy,
+    PolicyOption,
+    PrefillFraction,
+    Quiet,
+    Rate,
+    Scheduler,
+    Seed,
+    Step,
+    Tiers,
+    TierWeights,
+    Tile,
+    Tp,
+    Trace,
+    TraceFormat,
+    console,
+    err,
+    fail,
+    parse_policy_options,
+    parse_weights,
+)
 from polyserve.core.errors import PolyServeError
 
 app = typer.Typer(
@@ -30,105 +71,18 @@ app = typer.Typer(
 profile_app = typer.Typer(help="Latency profiles: fit linear coefficients from measured iterations.", no_args_is_help=True)
 app.add_typer(profile_app, name="profile")
 
-# a pipe or a file gets wide tables (rich would otherwise squash them to 80 columns)
-console = Console() if sys.stdout.isatty() else Console(width=200)
-err = Console(stderr=True)
-
-# ---- shared options ----------------------------------------------------------------------------------------
-Trace = Annotated[Path | None, typer.Option("--trace", help="Request trace (Azure, Vidur, BurstGPT CSV or Mooncake JSONL). Default: the shipped Azure 2023 conversation trace.", dir_okay=False)]
-TraceFormat = Annotated[str | None, typer.Option("--trace-format", help="azure|vidur|burstgpt|mooncake|lengths (default: detect from the first line)")]
-Tiers = Annotated[Path | None, typer.Option("--tiers", help="Tier file (TOML). Default: the shipped t20/t30/t50/t100 tiers.", dir_okay=False)]
-TierWeights = Annotated[str | None, typer.Option("--tier-weights", help="Mix weights, e.g. 't20=1,t30=1,t50=2,t100=0' (overrides the file and a trace's tier column)")]
-Instances = Annotated[int, typer.Option("--instances", "-n", help="Instances (servers) in the fleet", min=1)]
-Mode = Annotated[str, typer.Option("--mode", help="colocated (chunked prefill) or disaggregated (prefill/decode pools)")]
-PrefillFraction = Annotated[float, typer.Option("--prefill-fraction", help="Disaggregated: share of instances in the prefill pool")]
-KvLink = Annotated[float, typer.Option("--kv-link-gbps", help="Disaggregated: KV transfer bandwidth, Gbit/s")]
-ColdStart = Annotated[float, typer.Option("--cold-start", help="Seconds from scale-up to a server taking work")]
-Model = Annotated[str, typer.Option("--model", help="llama-3.1-8b | llama-3.1-70b | qwen2.5-7b")]
-Gpu = Annotated[str, typer.Option("--gpu", help="h100 | h200 | a100")]
-Tp = Annotated[int, typer.Option("--tp", help="Tensor parallelism: 1, 2, 4 or 8")]
-LatModel = Annotated[str, typer.Option("--latency-model", help="auto | linear | roofline | table")]
-LatCoef = Annotated[Path | None, typer.Option("--latency-coefficients", help="Coefficients file from `polyserve profile fit` (linear)", dir_okay=False)]
-LatProfile = Annotated[Path | None, typer.Option("--latency-profile", help="Vidur mlp.csv profile (table)", dir_okay=False)]
-Policy = Annotated[str, typer.Option("--policy", help="Router (see `polyserve policies`)")]
-PolicyOption = Annotated[list[str] | None, typer.Option("--policy-option", help="Router option KEY=VALUE, repeatable (e.g. promotion=false; `polyserve policies` names the routers)")]
-Overload = Annotated[str, typer.Option("--overload", help="A request whose TTFT can no longer be met, for every policy alike: serve (late, after attainable ones) | shed (dropped with the reason)")]
-Scheduler = Annotated[str | None, typer.Option("--scheduler", help="Per-instance scheduler: fcfs | edf | ... (default: the policy's)")]
-Autoscaler = Annotated[str | None, typer.Option("--autoscaler", help="Autoscaler name (default: none, fixed fleet)")]
-Rate = Annotated[float | None, typer.Option("--rate", help="req/s: re-times the trace, or drives synthetic arrivals")]
-Duration = Annotated[float | None, typer.Option("--duration", help="Seconds of arrivals to keep (cut)")]
-Tile = Annotated[bool, typer.Option("--tile/--no-tile", help="Repeat the trace to fill --duration")]
-Arrival = Annotated[str, typer.Option("--arrival", help="trace (replay timestamps) | poisson | gamma")]
-NumRequests = Annotated[int | None, typer.Option("--num-requests", help="Synthetic: number of requests; replay: cap on rows")]
-InputLen = Annotated[str | None, typer.Option("--input-len", help="fixed:N | uniform:A:B | zipf:A:MAX | trace (default: the trace's, else fixed:1024)")]
-OutputLen = Annotated[str | None, typer.Option("--output-len", help="as --input-len (default: the trace's, else fixed:128)")]
-Burstiness = Annotated[float, typer.Option("--burstiness", help="Gamma shape for --arrival gamma (1 = Poisson)")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed for every random draw")]
-Out = Annotated[Path | None, typer.Option("--out", help="Output directory (created; may exist)", file_okay=False)]
-MaxSeqs = Annotated[int, typer.Option("--max-num-seqs", help="vLLM max_num_seqs")]
-MaxTokens = Annotated[int | None, typer.Option("--max-num-batched-tokens", help="vLLM token budget (default: 8192, 2048 on A100)")]
-GpuMemUtil = Annotated[float, typer.Option("--gpu-memory-utilization", help="vLLM gpu_memory_utilization")]
-Step = Annotated[bool, typer.Option("--step", help="Simulate iteration by iteration (no fast path; same results, slower)")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table")]
-
-
-def _fail(e: Exception) -> None:
-    """One line on stderr, exit 2. Input-file errors are exactly ``FILE:LINE: FIELD: what is wrong``."""
-    from polyserve.core.errors import InputError
-
-    msg = str(e) if isinstance(e, InputError) else f"error: {e}"
-    sys.stderr.write(msg.replace("\n", " ") + "\n")
-    raise typer.Exit(2)
-
-
-def _weights(text: str | None) -> dict[str, float] | None:
-    if not text:
-        return None
-    out: dict[str, float] = {}
-    for part in text.split(","):
-        name, sep, val = part.partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            out[name.strip()] = float(val)
-        except ValueError:
-            raise PolyServeError(f"--tier-weights: expected NAME=WEIGHT[,NAME=WEIGHT...], got {part!r}") from None
-    return out
-
-
-def _policy_options(items: list[str] | None) -> dict[str, object]:
-    """``KEY=VALUE`` pairs: true/false become booleans, numbers numbers, anything else stays a string."""
-    out: dict[str, object] = {}
-    for item in items or []:
-        key, sep, val = item.partition("=")
-        if not sep or not key.strip():
-            raise PolyServeError(f"--policy-option: expected KEY=VALUE, got {item!r}")
-        v: object = val.strip()
-        low = val.strip().lower()
-        if low in ("true", "false"):
-            v = low == "true"
-        else:
-            for conv in (int, float):
-                try:
-                    v = conv(val)
-                    break
-                except ValueError:
-                    continue
-        out[key.strip()] = v
-    return out
-
-
 def _common(
     trace, trace_format, tiers, tier_weights, instances, mode, prefill_fraction, kv_link_gbps, cold_start,
     model, gpu, tp, latency_model, latency_coefficients, latency_profile, policy, scheduler, autoscaler,
     max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step, policy_options=None, overload="serve",
 ):
     from polyserve.data import AZURE_CONV
-    from polyserve.runner import FleetSpec, PolicySpec, build_model, load_tiers
+    from polyserve.experiments.runner import PolicySpec, load_tiers
+    from polyserve.latency.build import FleetSpec, build_model
     from polyserve.sim.config import SimConfig, default_max_num_batched_tokens
 
     tierset = load_tiers(tiers)
-    w = _weights(tier_weights)
+    w = parse_weights(tier_weights)
     if w is not None:
         tierset = tierset.with_weights(w)
     fleet = FleetSpec(
@@ -144,7 +98,7 @@ def _common(
         max_num_batched_tokens=max_num_batched_tokens or default_max_num_batched_tokens(gpu), fast=not step,
         overload=overload,
     )
-    opts = _policy_options(policy_options)
+    opts = parse_policy_options(policy_options)
     pol = PolicySpec(router=policy, scheduler=scheduler, autoscaler=autoscaler, router_options=opts)
     from polyserve.policy import ROUTERS
 
@@ -205,7 +159,7 @@ def simulate(
 ) -> None:
     """Simulate a fleet serving a workload; write requests.csv and summary.json to --out."""
     try:
-        from polyserve.runner import finish_summary, run_workload, write_outputs
+        from polyserve.experiments.runner import finish_summary, run_workload, write_outputs
         from polyserve.workload import WorkloadSpec, build_workload
 
         tierset, w, fleet, m, config, pol, trace_path, fmt = _common(
@@ -235,7 +189,7 @@ def simulate(
         if out is not None:
             write_outputs(out, result)
     except PolyServeError as e:
-        _fail(e)
+        fail(e)
         return
     if not quiet:
         print_summary(s, f"{pol.router} on {config.instances} x {fleet.model}/{fleet.gpu} ({config.mode})")
@@ -268,8 +222,9 @@ def goodput(
     Three criteria: overall, every tier, and every tier with its p99 TTFT within --tail-factor x its SLO
     (the headline); the search stays below the work bound, which no policy can pass above."""
     try:
-        from polyserve.goodput import GoodputSearch, GoodputSettings
-        from polyserve.runner import _jsonable, describe_model
+        from polyserve.experiments.goodput import GoodputSearch, GoodputSettings
+        from polyserve.experiments.runner import jsonable
+        from polyserve.latency.build import describe_model
         from polyserve.workload import read_trace
 
         tierset, w, fleet, m, config, pol, trace_path, fmt = _common(
@@ -286,7 +241,7 @@ def goodput(
                             use_tier_column=w is None).run()
         wall = time.perf_counter() - t0
     except PolyServeError as e:
-        _fail(e)
+        fail(e)
         return
     doc = {
         "goodput_rps": res.goodput_rps,
@@ -312,7 +267,7 @@ def goodput(
     }
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "goodput.json").write_text(json.dumps(_jsonable(doc), indent=2) + "\n", encoding="utf-8")
+        (out / "goodput.json").write_text(json.dumps(jsonable(doc), indent=2) + "\n", encoding="utf-8")
     console.print(f"goodput_rps {res.goodput_rps:.3f}", highlight=False)
     console.print(f"goodput_rps_all_tiers {res.goodput_rps_all_tiers:.3f}", highlight=False)
     console.print(f"goodput_rps_tail_bounded {res.goodput_rps_tail_bounded:.3f}", highlight=False)
@@ -340,7 +295,7 @@ def profile_fit(
         if out is not None:
             save_linear_coefficients(lm, out, report=rep)
     except PolyServeError as e:
-        _fail(e)
+        fail(e)
         return
     d = lm.describe()
     console.print(
@@ -372,17 +327,16 @@ def version() -> None:
 
 
 def _register_faces() -> None:
-    """Commands of the other faces (engine, gateway, bench) live beside their code; each module exposes
-    ``register(app)``. Imported here so ``polyserve --help`` lists them."""
-    import importlib
+    """Commands of the other faces (compare, engine, gateway, up, bench) live beside their code; each module
+    exposes ``register(app)``. Every face is part of the package: one that fails to import is a bug and
+    fails loudly here, never a command silently missing from ``polyserve --help``."""
+    from polyserve.bench import cli as bench_cli
+    from polyserve.cli import compare as compare_cli
+    from polyserve.cli import up as up_cli
+    from polyserve.engine import cli as engine_cli
+    from polyserve.gateway import cli as gateway_cli
 
-    for mod in ("polyserve.compare_cli", "polyserve.engine.cli", "polyserve.gateway.cli", "polyserve.bench.cli"):
-        try:
-            module = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name == mod or (e.name and mod.startswith(e.name + ".")):
-                continue  # that face is not built yet
-            raise
+    for module in (compare_cli, engine_cli, gateway_cli, up_cli, bench_cli):
         module.register(app)
 
 

@@ -1,0 +1,80 @@
+"""``polyserve up``: local emulated engines and the gateway in front of them (see ``polyserve.up``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from polyserve.cli.options import fail
+
+
+def up(
+    port: Annotated[int, typer.Option("--port", help="Gateway TCP port (0: any free port; the URL is printed)")] = 8080,
+    engines: Annotated[
+        int, typer.Option("--engines", help="Local emulated engines to start (the idle pool)", min=1)
+    ] = 2,
+    tiers: Annotated[
+        Path | None,
+        typer.Option("--tiers", help="Tier file (TOML). Default: the shipped t20/t30/t50/t100 tiers.", dir_okay=False),
+    ] = None,
+    default_tier: Annotated[
+        str | None, typer.Option("--default-tier", help="Tier of requests without SLO headers (default: the loosest)")
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on")] = "127.0.0.1",
+    model: Annotated[str, typer.Option("--model", help="llama-3.1-8b | llama-3.1-70b | qwen2.5-7b")] = "llama-3.1-8b",
+    gpu: Annotated[str, typer.Option("--gpu", help="h100 | h200 | a100")] = "h100",
+    time_scale: Annotated[
+        float, typer.Option("--time-scale", help="Engines run the model this many times faster than real time")
+    ] = 1.0,
+    policy: Annotated[str, typer.Option("--policy", help="Router (see `polyserve policies`)")] = "polyserve",
+    shedding: Annotated[
+        bool, typer.Option("--shedding/--no-shedding", help="Shed requests whose TTFT can no longer be met (429)")
+    ] = False,
+    stop_idle: Annotated[
+        bool,
+        typer.Option(
+            "--stop-idle/--keep-idle",
+            help="Stop an engine when the policy releases its server to the idle pool (restart on demand)",
+        ),
+    ] = False,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level")] = "warning",
+    engine_scheduler: Annotated[
+        str,
+        typer.Option(
+            "--engine-scheduler",
+            help="auto (the policy's engine scheduler, as in the simulator: polyserve -> deadline, with each "
+            "request's deadlines forwarded) | fcfs | priority | deadline | edf",
+        ),
+    ] = "auto",
+) -> None:
+    """Start N local emulated engines and the gateway in front of them; Ctrl-C or SIGTERM stops them all."""
+    from polyserve.core.errors import PolyServeError
+    from polyserve.up import UpSpec, run_up
+
+    try:
+        run_up(
+            UpSpec(
+                engines=engines,
+                host=host,
+                port=port,
+                tiers_path=str(tiers) if tiers else None,
+                default_tier=default_tier,
+                model=model,
+                gpu=gpu,
+                time_scale=time_scale,
+                policy=policy,
+                shedding=shedding,
+                stop_idle=stop_idle,
+                log_level=log_level,
+                engine_scheduler=engine_scheduler,
+            )
+        )
+    except PolyServeError as e:
+        fail(e)
+
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)

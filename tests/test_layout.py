@@ -1,0 +1,27 @@
+"""Package boundaries the layout promises (README "Architecture"): checked in a fresh interpreter."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def loaded_after(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return {m for m in out.split() if m.startswith("polyserve")}
+
+
+def test_the_gateway_imports_neither_the_engine_nor_the_simulator():
+    mods = loaded_after("import polyserve.gateway.app, polyserve.gateway.cli, polyserve.gateway.dispatcher")
+    assert not {m for m in mods if m.startswith(("polyserve.engine", "polyserve.sim", "polyserve.experiments"))}
+
+
+@pytest.mark.parametrize("face", ["polyserve.policy", "polyserve.control", "polyserve.core"])
+def test_the_policy_core_and_the_driver_import_no_face(face):
+    mods = loaded_after(f"import {face}")
+    faces = ("polyserve.engine", "polyserve.gateway", "polyserve.sim", "polyserve.bench", "polyserve.cli",
+             "polyserve.experiments", "polyserve.serving")
+    assert not {m for m in mods if m.startswith(faces)}
