@@ -19,6 +19,9 @@ tokens: with S = 0.25 a 10 ms stall is 2.5 model-ms).
     .venv/bin/python benchmarks/sim_vs_gateway.py [--engines 4] [--time-scale 0.25] [--rate 40] \
         [--duration 60] [--policies polyserve,minimal] [--out docs/results/sim_vs_gateway.json]
 
+``--prefill-engines K``: disaggregated, K prefill engines and the rest decode, in both faces (the KV hand-off
+emulated over a 400 Gbit/s link).
+
 Attainment counts every request sent (a failed one is missed), over requests arriving in [--warmup,
 --duration) of model time, in both faces.
 """
@@ -72,8 +75,11 @@ def simulate(policy: str, args) -> dict[str, object]:
     tiers = TierSet.from_toml(DEFAULT_TIERS)
     wl = build_workload(WorkloadSpec(trace=str(AZURE_CONV), rate=args.rate, duration_s=args.duration), tiers,
                         args.seed)
+    extra = {}
+    if args.prefill_engines:
+        extra = {"mode": "disaggregated", "prefill_fraction": args.prefill_engines / args.engines}
     res = run_workload(wl, build_model(FleetSpec()), PolicySpec(router=policy),
-                       SimConfig(instances=args.engines, overload="serve"), args.seed)
+                       SimConfig(instances=args.engines, overload="serve", **extra), args.seed)
     ok = res.records.status == ATTAINED
     keep = wl.arrival_s >= args.warmup
     out: dict[str, object] = {"overall": float(ok[keep].mean()), "n": int(keep.sum())}
@@ -105,7 +111,8 @@ def through_gateway(policy: str, args, tiers_path: Path, work: Path) -> dict[str
     url = f"http://127.0.0.1:{port}"
     up = subprocess.Popen(
         [str(BIN / "polyserve"), "up", "--engines", str(args.engines), "--port", str(port), "--policy", policy,
-         "--time-scale", repr(s), "--tiers", str(tiers_path), "--no-shedding"],
+         "--time-scale", repr(s), "--tiers", str(tiers_path), "--no-shedding",
+         "--prefill-engines", str(args.prefill_engines)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
@@ -147,6 +154,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=10.0, help="seconds of model time not counted")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--policies", default="polyserve,minimal")
+    ap.add_argument("--prefill-engines", type=int, default=0,
+                    help="> 0: disaggregated, this many prefill engines (the simulator's prefill pool alike)")
     ap.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = ap.parse_args()
     from polyserve.core.tiers import TierSet
@@ -168,7 +177,8 @@ def main() -> None:
                                          for k in ["overall", *tiers.names]}})
             print(f"{p}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     names = ["overall", *tiers.names]
-    print(f"{args.engines} engines, {args.rate:g} req/s of model time for {args.duration:g} s (counted from "
+    mode = f"disaggregated ({args.prefill_engines} prefill)" if args.prefill_engines else "co-located"
+    print(f"{mode}, {args.engines} engines, {args.rate:g} req/s of model time for {args.duration:g} s (counted from "
           f"{args.warmup:g} s), time scale {args.time_scale:g}, seed {args.seed}")
     print(f"{'policy':<12}{'face':<11}" + "".join(f"{n:>9}" for n in names) + f"{'n':>7}")
     for r in rows:

@@ -31,3 +31,9 @@ def test_an_explicit_engine_scheduler_wins_and_an_unknown_one_names_the_flag():
     assert engine_policy_for("polyserve", "fcfs") == ("fcfs", None)
     with pytest.raises(ConfigError, match="--engine-scheduler"):
         engine_policy_for("polyserve", "sjf")
+
+
+def test_disaggregated_engines_run_the_simulators_scheduler_of_their_role():
+    assert engine_policy_for("polyserve", role="prefill") == ("edf", None)  # a prefill server: EDF on TTFT
+    assert engine_policy_for("polyserve", role="decode") == ("deadline", None)
+    assert engine_policy_for("minimal", role="decode") == ("fcfs", None)

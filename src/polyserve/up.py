@@ -42,14 +42,17 @@ class UpSpec:
     stop_idle: bool = False
     log_level: str = "warning"
     engine_scheduler: str = "auto"  # auto: the policy's choice; else an engine --scheduling-policy
+    policy_options: tuple[tuple[str, object], ...] = ()  # the router's keyword options
+    prefill_engines: int = 0  # > 0: disaggregated, the first this many engines prefill, the rest decode
+    kv_link_gbps: float = 400.0  # disaggregated: the emulated KV hand-off link
 
 
 ENGINE_POLICY = {"fcfs": "fcfs", "edf": "edf", "polyserve-dynamic": "deadline"}  # simulator scheduler -> engine
 
 
-def engine_policy_for(policy: str, override: str = "auto") -> tuple[str, int | None]:
-    """(engine ``--scheduling-policy``, token budget or None) that runs what the simulator runs for ``policy``.
-    Raises ``ConfigError`` for a scheduler the emulated engine does not implement."""
+def engine_policy_for(policy: str, override: str = "auto", role: str = "mixed") -> tuple[str, int | None]:
+    """(engine ``--scheduling-policy``, token budget or None) that runs what the simulator runs for ``policy``
+    on a server of ``role``. Raises ``ConfigError`` for a scheduler the emulated engine does not implement."""
     from polyserve.core.errors import ConfigError
     from polyserve.engine.config import SCHEDULING_POLICIES
     from polyserve.policy import make_router
@@ -61,7 +64,7 @@ def engine_policy_for(policy: str, override: str = "auto") -> tuple[str, int | N
         return override, None
     import random
 
-    name, opts = make_router(policy, random.Random(0)).scheduler_for.get("mixed", ("fcfs", {}))
+    name, opts = make_router(policy, random.Random(0)).scheduler_for.get(role, ("fcfs", {}))
     if name not in ENGINE_POLICY:
         raise ConfigError(f"policy {policy} wants the {name!r} engine scheduler, which the emulated engine does not "
                           f"implement; pass --engine-scheduler ({', '.join(SCHEDULING_POLICIES)})")
@@ -75,20 +78,34 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def run_up(spec: UpSpec) -> None:
     """Start everything and serve until a signal. Raises ``PolyServeError`` for bad settings."""
+    from polyserve.core.errors import ConfigError
     from polyserve.engine.process import launch_engine
     from polyserve.gateway.app import Gateway
     from polyserve.gateway.server import serve_app
 
-    sched, budget = engine_policy_for(spec.policy, spec.engine_scheduler)
-    ecfg = EngineConfig(model=spec.model, gpu=spec.gpu, time_scale=spec.time_scale, scheduling_policy=sched,
-                        max_num_batched_tokens=budget)
-    deadlines = sched in DEADLINE_POLICIES
+    if spec.prefill_engines and not 0 < spec.prefill_engines < spec.engines:
+        raise ConfigError(f"--prefill-engines must be between 1 and --engines - 1 ({spec.engines - 1}), "
+                          f"got {spec.prefill_engines}")
+    roles = (["prefill"] * spec.prefill_engines + ["decode"] * (spec.engines - spec.prefill_engines)
+             if spec.prefill_engines else ["mixed"] * spec.engines)
+    cfgs: dict[str, EngineConfig] = {}
+    decode_sched = engine_policy_for(spec.policy, spec.engine_scheduler, "decode")
+    for role in dict.fromkeys(roles):
+        sched, budget = engine_policy_for(spec.policy, spec.engine_scheduler, role)
+        if role == "prefill" and decode_sched[0] == "deadline":
+            # an adaptive split moves servers between the pools, and an emulated engine serves either leg: a
+            # deadline engine holding only prefills is EDF with the static budget, the prefill scheduler
+            sched, budget = decode_sched
+        cfgs[role] = EngineConfig(model=spec.model, gpu=spec.gpu, time_scale=spec.time_scale,
+                                  scheduling_policy=sched, max_num_batched_tokens=budget,
+                                  kv_link_gbps=spec.kv_link_gbps)
+    ecfg = cfgs[roles[0]]
     old = signal.signal(signal.SIGTERM, _interrupt)  # until uvicorn takes over: stop what was started
     started: dict[int, object] = {}
     actuator: LocalEngineActuator | None = None
     try:
         with ThreadPoolExecutor(max_workers=min(spec.engines, 8)) as pool:
-            futs = {i: pool.submit(launch_engine, ecfg, host=spec.host) for i in range(spec.engines)}
+            futs = {i: pool.submit(launch_engine, cfgs[roles[i]], host=spec.host) for i in range(spec.engines)}
             errors = []
             for i, f in futs.items():
                 try:
@@ -99,25 +116,31 @@ def run_up(spec: UpSpec) -> None:
                 raise errors[0]
         for i, e in started.items():
             sys.stdout.write(f"engine {i}: {e.url} (pid {e.proc.pid})\n")  # type: ignore[attr-defined]
-        sys.stdout.write(f"engines schedule with --scheduling-policy {sched}"
-                         + (f", token budget {budget}" if budget else "")
-                         + ("; the gateway forwards each request's deadlines" if deadlines else "") + "\n")
+        for role, c in cfgs.items():
+            sys.stdout.write(f"{role} engines schedule with --scheduling-policy {c.scheduling_policy}"
+                             + (f", token budget {c.max_num_batched_tokens}" if c.max_num_batched_tokens else "")
+                             + ("; the gateway forwards each request's deadlines"
+                                if c.scheduling_policy in DEADLINE_POLICIES else "") + "\n")
         config = GatewayConfig(
             model=ecfg.name,
-            backends=tuple(BackendSpec(started[i].url, deadlines=deadlines)  # type: ignore[attr-defined]
+            backends=tuple(BackendSpec(started[i].url,  # type: ignore[attr-defined]
+                                       deadlines=cfgs[roles[i]].scheduling_policy in DEADLINE_POLICIES,
+                                       role=roles[i])
                            for i in range(spec.engines)),
             tiers_path=spec.tiers_path,
             default_tier=spec.default_tier,
             policy=spec.policy,
+            policy_options=dict(spec.policy_options),
             shedding=spec.shedding,
             # the router predicts with the engine's default budget, as in the simulator (a policy's token
             # budget is its engine scheduler's, not the fleet's)
-            engine=EngineSpec(model=spec.model, gpu=spec.gpu, time_scale=spec.time_scale),
+            engine=EngineSpec(model=spec.model, gpu=spec.gpu, time_scale=spec.time_scale,
+                              kv_link_gbps=spec.kv_link_gbps),
             source="polyserve up",
         )
         backends = [Backend(i, b.url, b.priority, deadlines=b.deadlines) for i, b in enumerate(config.backends)]
         actuator = LocalEngineActuator(
-            backends, lambda sid: launch_engine(ecfg, host=spec.host), started, stop_idle=spec.stop_idle
+            backends, lambda sid: launch_engine(cfgs[roles[sid]], host=spec.host), started, stop_idle=spec.stop_idle
         )
         app = Gateway(config, actuator=actuator, backends=backends)
         serve_app(app, spec.host, spec.port, log_level=spec.log_level, note=f", {spec.engines} local engines")

@@ -29,7 +29,7 @@ from polyserve.sim.cluster import Simulation, make_rng
 from polyserve.sim.config import SimConfig
 from polyserve.workload import WorkloadSpec, build_workload
 
-ENTRY = ("arrive", "first_token", "finish", "tick", "retry_pending")
+ENTRY = ("arrive", "first_token", "finish", "handoff", "tick", "retry_pending")
 
 
 def record_calls(driver: FleetDriver) -> list[tuple]:
@@ -52,7 +52,8 @@ def record_calls(driver: FleetDriver) -> list[tuple]:
     return calls
 
 
-def simulate(policy: str, rate: float, autoscaler: str | None, overload: str, seed: int = 0):
+def simulate(policy: str, rate: float, autoscaler: str | None, overload: str, seed: int = 0,
+             mode: str = "colocated"):
     tiers = TierSet.from_toml(DEFAULT_TIERS)
     wl = build_workload(WorkloadSpec(trace=str(AZURE_CONV), rate=rate, duration_s=30.0), tiers, seed)
     model = blis_linear_model(get_deployment("llama-3.1-8b", "h100"))
@@ -62,7 +63,7 @@ def simulate(policy: str, rate: float, autoscaler: str | None, overload: str, se
     scaler = AUTOSCALERS.create(autoscaler) if autoscaler else None
     log = DecisionLog()
     sim = Simulation(wl, model, router, lambda role: SCHEDULERS.create(per_role[role][0], **per_role[role][1]),
-                     SimConfig(instances=6, overload=overload), autoscaler=scaler, log=log)
+                     SimConfig(instances=6, overload=overload, mode=mode), autoscaler=scaler, log=log)
     calls = record_calls(sim.driver)
     sim.run()
     return sim, model, calls, log
@@ -70,6 +71,7 @@ def simulate(policy: str, rate: float, autoscaler: str | None, overload: str, se
 
 def replay(sim: Simulation, model, calls: list[tuple], policy: str, autoscaler: str | None, overload: str,
            seed: int = 0):
+    roles = list(sim.config.roles())
     """Feed the simulator's driver calls to a gateway Dispatcher on a fake clock; return its log and the
     server each request's future resolved to (or the error it failed with)."""
     clock = [0.0]
@@ -79,7 +81,8 @@ def replay(sim: Simulation, model, calls: list[tuple], policy: str, autoscaler: 
     async def main() -> None:
         d = Dispatcher(sim.fleet.tiers, sim.fleet.config, model, make_router(policy, make_rng(seed)),
                        StaticActuator(), len(sim.fleet.servers), clock=lambda: clock[0], shed=overload == "shed",
-                       autoscaler=AUTOSCALERS.create(autoscaler) if autoscaler else None, log=log)
+                       autoscaler=AUTOSCALERS.create(autoscaler) if autoscaler else None, log=log,
+                       roles=roles)
         futs = {}
         for name, args, kw in calls:
             if name == "arrive":
@@ -97,6 +100,10 @@ def replay(sim: Simulation, model, calls: list[tuple], policy: str, autoscaler: 
                     d.finish(rid, out)
                 else:  # shed inside an engine's queue: the slot frees, no retry (the simulator's rule)
                     d.driver.finish(rid, now, out, retry=False)
+            elif name == "handoff":
+                info, now = args
+                clock[0] = now
+                futs[info.rid] = d.handoff(info)
             elif name == "tick":
                 clock[0] = args[0]
                 d.tick()
@@ -112,16 +119,19 @@ def replay(sim: Simulation, model, calls: list[tuple], policy: str, autoscaler: 
 
 
 CASES = [
-    ("polyserve", 75.0, None, "serve"),  # tiered: scale-up from the idle pool, promotion, scale-down ticks
-    ("polyserve", 95.0, None, "shed"),  # overload: lost causes shed in the router
-    ("minimal", 150.0, None, "shed"),  # untiered; lost causes shed in the engines' queues
-    ("minimal", 40.0, "target-concurrency", "serve"),  # the autoscaler's initial fleet and decisions
+    ("polyserve", 60.0, None, "shed", "disaggregated"),  # prefill pool, hand-off, decode tiers, adaptive split
+    ("polyserve", 75.0, None, "serve", "colocated"),  # tiered: scale-up from the idle pool, promotion, scale-down ticks
+    ("polyserve", 95.0, None, "shed", "colocated"),  # overload: lost causes shed in the router
+    ("minimal", 150.0, None, "shed", "colocated"),  # untiered; lost causes shed in the engines' queues
+    ("minimal", 40.0, "target-concurrency", "serve", "colocated"),
+    ("minimal", 60.0, None, "serve", "disaggregated"),  # the autoscaler's initial fleet and decisions
 ]
 
 
-@pytest.mark.parametrize(("policy", "rate", "autoscaler", "overload"), CASES)
-def test_the_gateway_host_makes_the_simulators_routing_and_scaling_decisions(policy, rate, autoscaler, overload):
-    sim, model, calls, sim_log = simulate(policy, rate, autoscaler, overload)
+@pytest.mark.parametrize(("policy", "rate", "autoscaler", "overload", "mode"), CASES)
+def test_the_gateway_host_makes_the_simulators_routing_and_scaling_decisions(policy, rate, autoscaler, overload,
+                                                                             mode):
+    sim, model, calls, sim_log = simulate(policy, rate, autoscaler, overload, mode=mode)
     assert sum(1 for c in calls if c[0] == "arrive") == len(sim.w), "every arrival reaches the driver"
     if policy == "polyserve":
         assert len(sim_log.routes) > len(sim.w), "the case exercises pending retries"

@@ -137,6 +137,21 @@ def test_deadlines_come_as_the_body_field_or_the_header_and_a_bad_header_is_a_40
     assert doc["error"]["param"] == "polyserve_slo" and "x-polyserve-slo" in doc["error"]["message"]
 
 
+def test_a_prefilled_stream_carries_tokens_two_to_n_without_a_role_chunk_and_usage_counts_all() -> None:
+    async def main():
+        async with client_for(fast_app()) as c:
+            body = {"messages": [{"role": "user", "content": "a b c"}], "max_tokens": 4, "stream": True,
+                    "stream_options": {"include_usage": True}, "polyserve_kv": {"prefilled": True}}
+            events, done = await stream_events(c, "/v1/chat/completions", body)
+            return [e for _, e in events], done
+
+    events, done = run(main())
+    deltas = [e["choices"][0]["delta"] for e in events if e != "[DONE]" and e["choices"]]
+    assert done and len(deltas) == 3 and all("role" not in d for d in deltas)
+    usage = [e["usage"] for e in events if e != "[DONE]" and e.get("usage")]
+    assert usage[-1]["completion_tokens"] == 4
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "param"),
     [
@@ -157,6 +172,8 @@ def test_deadlines_come_as_the_body_field_or_the_header_and_a_bad_header_is_a_40
         ("/v1/completions", {"prompt": "x", "polyserve_slo": {"ttft_ms": 100}}, 400, "polyserve_slo"),
         ("/v1/completions", {"prompt": "x", "polyserve_slo": {"ttft_ms": "1", "tpot_ms": 5}}, 400, "polyserve_slo"),
         ("/v1/completions", {"prompt": "x", "polyserve_slo": {"ttft_ms": 10, "tpot_ms": 0}}, 400, "polyserve_slo"),
+        ("/v1/completions", {"prompt": "x", "polyserve_kv": {"prefilled": 1}}, 400, "polyserve_kv"),
+        ("/v1/completions", {"prompt": "x", "max_tokens": 1, "polyserve_kv": {"prefilled": True}}, 400, "max_tokens"),
     ],
 )
 def test_bad_requests_get_openai_error_bodies(path: str, body, status: int, param: str | None) -> None:

@@ -183,3 +183,24 @@ def test_deadline_policy_converts_wall_deadlines_to_the_models_clock_and_runs_dy
     assert core.instance.scheduler.name == "polyserve-dynamic" and core.instance.scheduler.dynamic_budget
     assert a.req.ttft == round(0.25 * 10 * 1e9) and a.req.tpot == round(0.02 * 10 * 1e9)
     assert b.req.ttft >= 10**15
+
+
+def test_a_prefilled_hand_off_waits_for_its_kv_then_decodes_the_remaining_tokens() -> None:
+    """Disaggregated: the KV of prompt + 1 tokens arrives over the link first (here 0.8 GB at 2 Gbit/s,
+    3.2 s of model time, 0.32 s wall at time scale 10); then tokens 2..N come, one per decode iteration."""
+    from polyserve.latency.base import kv_transfer_time
+
+    async def main():
+        app = make_app(linear(2.0, 0.0, 0.1), time_scale=10, kv_link_gbps=2.0)
+        core = app.state.engine.get_core()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        s = core.submit(6000, 5, t0, 0, None, prefilled=True)
+        times = [await s.queue.get() for _ in range(s.max_tokens)]
+        return core, s, [t - t0 for t in times]
+
+    core, s, times = run(main())
+    xfer = kv_transfer_time(core.model.deployment, 6001, 2.0) / 10
+    assert s.max_tokens == 4 and len(times) == 4
+    assert times[0] >= xfer, "no token before the KV has arrived"
+    assert core.instance.kv_used == 0 and core.num_live == 0

@@ -223,3 +223,44 @@ def test_an_autoscaler_with_a_tiered_policy_or_an_unknown_name_is_a_config_error
         config_from_dict({**base, "policy": "minimal", "autoscaler": "nope"})
     with pytest.raises(ConfigError, match="without an autoscaler"):
         config_from_dict({**base, "autoscaler_options": {"target": 2}})
+
+
+def _disagg_doc(policy: str = "polyserve") -> dict:
+    return {"backends": [{"url": "http://e0", "role": "prefill", "deadlines": True},
+                         {"url": "http://e1", "role": "decode", "deadlines": True}], "policy": policy}
+
+
+@pytest.mark.parametrize("policy", ["polyserve", "minimal"])
+def test_disaggregated_prefill_then_hand_off_then_decode_streams_every_token_once(policy) -> None:
+    """The prefill engine gets max_tokens 1 and its token goes to the client at once; the decode engine gets
+    the hand-off (polyserve_kv) and streams tokens 2..N; the client sees N tokens, in order, and [DONE]."""
+    async def main():
+        async with harness(2, _disagg_doc(policy)) as h:
+            s = await read_stream(h.client, completion(6, 5), {"x-slo-tpot-ms": "100"})
+            c = await h.client.post("/v1/chat/completions", json={
+                "model": MODEL, "messages": [{"role": "user", "content": "a b c"}], "max_tokens": 4})
+            one = await read_stream(h.client, completion(3, 1))
+            return s, c, one, h.fleet.seen, h.gateway.dispatcher.fleet
+
+    (status, _headers, events), chat, one, seen, fleet = run(main())
+    assert status == 200 and events[-1] == "[DONE]"
+    toks = texts(events)
+    assert len(toks) == 5 and toks[0] and all(t.startswith(" ") for t in toks[1:])
+    finishes = [e["choices"][0].get("finish_reason") for e in events[:-1] if e["choices"]]
+    assert finishes[:-1] == [None] * (len(finishes) - 1), "the prefill's finish_reason does not end the stream"
+    assert all(b["max_tokens"] == 1 and "polyserve_kv" not in b for b in seen["e0"])
+    assert [b["polyserve_kv"] for b in seen["e1"]] == [{"prefilled": True}] * 2
+    assert chat.status_code == 200 and len(chat.json()["choices"][0]["message"]["content"].split()) == 4
+    assert chat.json()["usage"]["completion_tokens"] == 4
+    assert one[0] == 200 and len(texts(one[2])) == 1 and len(seen["e1"]) == 2, "one token: no decode leg"
+    assert not fleet.entries and all(s.num_requests == 0 for s in fleet.servers)
+
+
+def test_roles_must_be_all_mixed_or_prefill_and_decode() -> None:
+    from polyserve.core.errors import ConfigError
+
+    base = {"model": "m"}
+    with pytest.raises(ConfigError, match="at least one of each"):
+        config_from_dict({**base, "backends": [{"url": "http://a", "role": "prefill"}, "http://b"]})
+    with pytest.raises(ConfigError, match="role: must be mixed, prefill or decode"):
+        config_from_dict({**base, "backends": [{"url": "http://a", "role": "both"}]})

@@ -78,7 +78,7 @@ def test_a_relative_tiers_path_is_read_next_to_the_config(tmp_path: Path) -> Non
         ({"model": "m", "backends": ["http://a", "http://a/"]}, "backends[1].url: http://a is listed twice"),
         (
             {"model": "m", "backends": [{"url": "http://a", "prio": True}]},
-            "backends[0].prio: unknown key; allowed: deadlines, priority, url",
+            "backends[0].prio: unknown key; allowed: deadlines, priority, role, url",
         ),
         ({"model": "m", "backends": ["http://a"], "polcy": "x"}, "polcy: unknown key"),
         ({"model": "m", "backends": ["http://a"], "policy": "nope"}, "policy: unknown router 'nope'; known:"),

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from polyserve.cli.options import fail
+from polyserve.cli.options import fail, parse_policy_options
 
 
 def up(
@@ -48,6 +48,16 @@ def up(
             "request's deadlines forwarded) | fcfs | priority | deadline | edf",
         ),
     ] = "auto",
+    policy_option: Annotated[
+        list[str] | None,
+        typer.Option("--policy-option", help="Router option KEY=VALUE, repeatable (as for simulate)"),
+    ] = None,
+    prefill_engines: Annotated[
+        int, typer.Option("--prefill-engines", help="Disaggregated: this many engines prefill, the rest decode (0: co-located)")
+    ] = 0,
+    kv_link_gbps: Annotated[
+        float, typer.Option("--kv-link-gbps", help="Disaggregated: the emulated prefill -> decode KV link, Gbit/s")
+    ] = 400.0,
 ) -> None:
     """Start N local emulated engines and the gateway in front of them; Ctrl-C or SIGTERM stops them all."""
     from polyserve.core.errors import PolyServeError
@@ -69,6 +79,9 @@ def up(
                 stop_idle=stop_idle,
                 log_level=log_level,
                 engine_scheduler=engine_scheduler,
+                prefill_engines=prefill_engines,
+                policy_options=tuple(parse_policy_options(policy_option).items()),
+                kv_link_gbps=kv_link_gbps,
             )
         )
     except PolyServeError as e:

@@ -211,8 +211,11 @@ def create_engine_app(config: EngineConfig, *, latency_model: object | None = No
         core = engine.get_core()
         try:
             slo = g.slo or parse_slo({}, request.headers)
+            if g.prefilled and max_tokens < 2:
+                raise RequestError(400, "a prefilled request ('polyserve_kv') needs max_tokens >= 2: the first "
+                                   "token came from the prefill engine", "max_tokens")
             stream = core.submit(g.prompt_tokens, max_tokens, arrival, g.priority,
-                                 None if slo is None else (slo.ttft_ms / 1e3, slo.tpot_ms / 1e3))
+                                 None if slo is None else (slo.ttft_ms / 1e3, slo.tpot_ms / 1e3), g.prefilled)
         except RuntimeError as e:  # the engine broke on an internal error earlier
             raise RequestError(500, str(e)) from None
         engine.metrics.prompt_tokens.inc(g.prompt_tokens)
@@ -246,6 +249,7 @@ def create_engine_app(config: EngineConfig, *, latency_model: object | None = No
     async def _events(g: GenerationRequest, stream: TokenStream, rid: str) -> AsyncIterator[str]:
         w = ChunkWriter(g.chat, rid, engine.created, config.name, g.include_usage)
         n = stream.max_tokens
+        offset = 1 if g.prefilled else 0  # a hand-off: token 1 was sent by the prefill engine
         crash = config.crash_mid_stream
         if crash == 0:
             raise InjectedCrash
@@ -260,9 +264,9 @@ def create_engine_app(config: EngineConfig, *, latency_model: object | None = No
                     parts.append("data: " + json.dumps(err) + "\n\n")
                     yield "".join(parts)
                     return
-                if g.chat and sent == 0:
+                if g.chat and sent == 0 and not offset:
                     parts.append(w.role())
-                parts.append(w.token(output_word(sent), sent + 1 == n))
+                parts.append(w.token(output_word(sent + offset), sent + 1 == n))
                 sent += 1
                 if crash is not None and sent >= crash:
                     yield "".join(parts)
@@ -272,7 +276,7 @@ def create_engine_app(config: EngineConfig, *, latency_model: object | None = No
                 q.get_nowait()
             yield "".join(parts)
         if g.include_usage:
-            yield w.usage(stream.prompt_tokens, n)
+            yield w.usage(stream.prompt_tokens, n + offset)
         yield w.done()
 
     return app

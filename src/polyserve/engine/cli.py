@@ -75,6 +75,10 @@ def engine(
             "EDF + dynamic chunking on each request's polyserve_slo deadlines)",
         ),
     ] = _D.scheduling_policy,
+    kv_link_gbps: Annotated[
+        float,
+        typer.Option("--kv-link-gbps", help="Disaggregated hand-off: a prefilled request's KV arrives over this link (Gbit/s)"),
+    ] = _D.kv_link_gbps,
     fail_after: Annotated[
         int | None,
         typer.Option("--fail-after", help="Fault: after N requests, answer new ones with HTTP 500"),
@@ -114,6 +118,7 @@ def engine(
             max_num_batched_tokens=max_num_batched_tokens,
             kv_capacity_tokens=kv_capacity_tokens,
             scheduling_policy=scheduling_policy,
+            kv_link_gbps=kv_link_gbps,
             fail_after=fail_after,
             crash_mid_stream=crash_mid_stream,
             add_latency_ms=add_latency_ms,

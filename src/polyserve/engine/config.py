@@ -39,6 +39,7 @@ class EngineConfig:
     # decode batch's tightest token deadline) on each request's ``polyserve_slo`` (see serving/openai.py);
     # "edf": earliest TTFT deadline first on the same deadlines, with the static token budget
     scheduling_policy: str = "fcfs"
+    kv_link_gbps: float = 400.0  # a prefilled request's KV arrives over this link (disaggregated hand-off)
     # failure injection (tests of gateways and clients)
     fail_after: int | None = None  # after this many generation requests, new ones get HTTP 500
     crash_mid_stream: int | None = None  # streams drop the connection after this many tokens
@@ -66,6 +67,9 @@ class EngineConfig:
                 f"--scheduling-policy must be one of {', '.join(SCHEDULING_POLICIES)}, "
                 f"got {self.scheduling_policy!r}"
             )
+        if not (isinstance(self.kv_link_gbps, int | float) and math.isfinite(self.kv_link_gbps)
+                and self.kv_link_gbps > 0):
+            raise ConfigError(f"--kv-link-gbps must be a finite number > 0, got {self.kv_link_gbps!r}")
         if self.fail_after is not None and self.fail_after < 0:
             raise ConfigError(f"--fail-after must be >= 0 requests, got {self.fail_after}")
         if self.crash_mid_stream is not None and self.crash_mid_stream < 0:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from polyserve.core.errors import ConfigError
 from polyserve.engine.config import DEADLINE_POLICIES, EngineConfig
 from polyserve.engine.host import RealtimeHost
+from polyserve.latency.base import kv_transfer_time
 from polyserve.policy import SCHEDULERS
 from polyserve.sim.config import default_max_num_batched_tokens
 from polyserve.sim.instance import Instance
@@ -123,9 +124,11 @@ class EngineCore:
 
     # ---- requests ------------------------------------------------------------------------------------------
     def submit(self, prompt_tokens: int, max_tokens: int, arrival: float, priority: int = 0,
-               slo: tuple[float, float] | None = None) -> TokenStream:
+               slo: tuple[float, float] | None = None, prefilled: bool = False) -> TokenStream:
         """Queue a request now; its tokens come on the returned stream. ``arrival``: loop time it came in.
-        ``slo``: (wall seconds from now to the first token's deadline, wall seconds per token)."""
+        ``slo``: (wall seconds from now to the first token's deadline, wall seconds per token).
+        ``prefilled``: a disaggregated hand-off: its KV arrives after the transfer time of ``prompt + 1``
+        tokens, then it decodes tokens 2..``max_tokens`` (the stream carries ``max_tokens - 1``)."""
         if self.broken is not None:
             raise RuntimeError(f"engine stopped after an internal error: {self.broken!r}")
         rid = self._next_rid
@@ -142,6 +145,21 @@ class EngineCore:
         else:
             ttft, tpot = 0, 1
         req = SimRequest(rid, rid, now, prompt_tokens, max_tokens, 0, ttft, tpot)
+        if prefilled:
+            if max_tokens < 2:
+                raise ValueError("a prefilled request must ask for at least 2 tokens (the first came with it)")
+            req.prefill_target = prompt_tokens
+            req.generated = 1
+            stream = TokenStream(rid, req, prompt_tokens, max_tokens - 1, arrival)
+            self._live[rid] = stream
+            dt = kv_transfer_time(self.model.deployment, prompt_tokens + 1, self.config.kv_link_gbps)  # type: ignore[attr-defined]
+
+            def arrived() -> None:
+                if rid in self._live:  # not aborted while its KV was in flight
+                    self.instance.enqueue_prefilled(req, self.host.catch_up(self.instance))
+
+            self.loop.call_later(dt / self.config.time_scale, arrived)
+            return stream
         stream = TokenStream(rid, req, prompt_tokens, max_tokens, arrival)
         self._live[rid] = stream
         self.instance.enqueue(req, now)

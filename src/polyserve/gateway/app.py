@@ -61,13 +61,15 @@ from polyserve.gateway.backend import (
 from polyserve.gateway.config import GatewayConfig
 from polyserve.gateway.dispatcher import Dispatcher, Refused, Shed
 from polyserve.gateway.errors import GatewayError, error_bytes
-from polyserve.gateway.events import Aggregator, EventScanner
+from polyserve.gateway.events import Aggregator, EventScanner, is_token_event
 from polyserve.gateway.latency import build_gateway_model
 from polyserve.gateway.metrics import CONTENT_TYPE, NO_TIER, GatewayMetrics
 from polyserve.gateway.scrape import Scraper
 from polyserve.gateway.slo import authorize, resolve_slo
 from polyserve.gateway.wire import WireClient
+from polyserve.latency.base import kv_transfer_time
 from polyserve.serving.openai import (
+    KV_FIELD,
     SLO_FIELD,
     GenerationRequest,
     RequestError,
@@ -99,6 +101,7 @@ class _Live:
     last: float | None = None
     tokens: int = 0
     worst_slack: float = float("inf")
+    max_tokens: int | None = None  # as asked (None: the engine's default)
     complete: bool = False  # the last byte is being sent: a disconnect now is not the client leaving early
     gone: bool = False  # the client went away
 
@@ -159,7 +162,8 @@ class Gateway:
         self.metrics = GatewayMetrics(self.tiers.names, [b.name for b in self.backends])
         self.dispatcher = Dispatcher(
             self.tiers,
-            FleetConfig(self.kv_capacity, eng.max_num_seqs, eng.max_num_batched_tokens),
+            FleetConfig(self.kv_capacity, eng.max_num_seqs, eng.max_num_batched_tokens,
+                        kv_transfer_s_per_token=self._kv_s_per_token(eng, config.disaggregated)),
             self.model,  # type: ignore[arg-type]
             self.router,
             self.actuator,
@@ -169,6 +173,7 @@ class Gateway:
             on_scale=self._on_scale,
             shed=config.shedding,
             autoscaler=autoscaler,
+            roles=[b.role for b in config.backends] if len(config.backends) == len(self.backends) else None,
         )
         self.metrics.bind(
             self.dispatcher.pending_by_tier,
@@ -211,6 +216,12 @@ class Gateway:
                 ],
             }
         ).encode()
+
+    def _kv_s_per_token(self, eng: Any, disaggregated: bool) -> float:
+        """Seconds per prompt token of the prefill -> decode KV hand-off, on the backends' (scaled) clock."""
+        if not disaggregated:
+            return 0.0
+        return kv_transfer_time(self.model.deployment, 1, eng.kv_link_gbps) / eng.time_scale  # type: ignore[attr-defined]
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
     def _on_scale(self, a: ScaleAction, kind: str) -> None:
@@ -349,31 +360,44 @@ class Gateway:
         ttft = slo.ttft_s(self.tiers, g.prompt_tokens)
         tpot = slo.tpot_ms / 1e3
         info = RequestInfo(rid, arrival - t0, g.prompt_tokens, slo.tier, ttft, tpot, g.max_tokens)
-        live = _Live(info, tier_label, arrival, arrival + ttft, tpot)
+        live = _Live(info, tier_label, arrival, arrival + ttft, tpot, max_tokens=g.max_tokens)
         body["stream"] = True
         if not g.stream:
             body["stream_options"] = {"include_usage": True}
         body.pop("priority", None)
         body.pop(SLO_FIELD, None)
+        body.pop(KV_FIELD, None)
         if g.model is None:
             body["model"] = self.config.model
         plain = json.dumps(body).encode()
         prio = None
         clock = self.clock
 
-        def body_for(b: Backend) -> bytes:
+        def body_for(b: Backend, leg: str = "whole") -> bytes:
+            """``leg``: the whole request (co-located), or the ``prefill`` (up to the first token) or the
+            ``decode`` (a hand-off: the KV travels, tokens 2..N) of a disaggregated one."""
             nonlocal prio
+            extra: dict[str, Any] = {}
+            if leg == "prefill":
+                extra = {"max_tokens": 1, "stream": True}
+                if "max_completion_tokens" in body:
+                    extra["max_completion_tokens"] = 1
+                base = {k: v for k, v in body.items() if k != "stream_options"}
+            else:
+                base = body
+                if leg == "decode":
+                    extra[KV_FIELD] = {"prefilled": True}
             if b.deadlines:  # built per attempt: the time left shrinks while the request waits or retries
-                extra: dict[str, Any] = {SLO_FIELD: {"ttft_ms": round((live.deadline0 - clock()) * 1e3, 3),
-                                                     "tpot_ms": slo.tpot_ms}}
-                if b.priority:
-                    extra["priority"] = slo.tier
-                return json.dumps({**body, **extra}).encode()
-            if not b.priority:
+                extra[SLO_FIELD] = {"ttft_ms": round((live.deadline0 - clock()) * 1e3, 3), "tpot_ms": slo.tpot_ms}
+            if b.priority:
+                extra["priority"] = slo.tier
+            if not extra:
                 return plain
-            if prio is None:
-                prio = json.dumps({**body, "priority": slo.tier}).encode()
-            return prio
+            if leg == "whole" and b.priority and not b.deadlines:
+                if prio is None:
+                    prio = json.dumps({**base, **extra}).encode()
+                return prio
+            return json.dumps({**base, **extra}).encode()
 
         main = asyncio.current_task()
         assert main is not None
@@ -404,6 +428,8 @@ class Gateway:
     async def _serve(
         self, send: Send, live: _Live, body_for: Callable[[Backend], bytes], chat: bool, stream: bool, path: str
     ) -> str:
+        if self.dispatcher.disaggregated:
+            return await self._serve_disaggregated(send, live, body_for, chat, stream, path)
         d = self.dispatcher
         info = live.info
         attempts = 0
@@ -445,6 +471,130 @@ class Gateway:
         if stream:
             return await self._pump(send, live, backend, resp, it, first, scanner, extra)
         return await self._collect(send, live, backend, resp, it, scanner, chat, extra)
+
+    async def _serve_disaggregated(
+        self, send: Send, live: _Live, body_for: Callable[..., bytes], chat: bool, stream: bool, path: str
+    ) -> str:
+        """Prefill leg on a prefill engine (``max_tokens`` 1: the first token goes to the client at once), the
+        hand-off (the driver routes the decode phase, as in the simulator), then the decode leg on a decode
+        engine (``polyserve_kv``: its KV is transferred, it streams tokens 2..N, forwarded as they come).
+        A failure before a leg's first token retries that leg elsewhere; after, the stream ends with an error
+        event, as co-located."""
+        d = self.dispatcher
+        info = live.info
+        attempts = 0
+        while True:  # ---- prefill leg
+            try:
+                fut = d.acquire(info)
+                sid = fut.result() if fut.done() else await fut
+            except Shed as e:
+                ra = self.config.retry_after_s
+                await _send_error(send, GatewayError(e.status, f"overloaded, request shed: {e.reason}", None, ra))
+                return "shed"
+            except Refused as e:
+                await _send_error(send, GatewayError(503, f"no server can serve this request: {e}"))
+                return "failed"
+            backend = self.backends[sid]
+            try:
+                if not self.actuator.is_ready(sid):
+                    await self.actuator.wait_ready(sid)
+                events = await self._prefill_leg(backend, body_for(backend, "prefill"), path)
+            except UpstreamFailure as f:
+                d.finish(info.rid, None)
+                self.metrics.backend_errors.labels(backend.name, f.kind).inc()
+                if f.retryable:
+                    d.mark_dead(sid)
+                attempts += 1
+                if not f.retryable or attempts > self.config.retries:
+                    await _send_error(send, GatewayError(f.status, f"backend failure: {f.message}"))
+                    return "failed"
+                self.metrics.retries.inc()
+                continue
+            break
+        live.saw(1, self.clock())
+        d.first_token(info.rid, 1)
+        head, first = _first_token_events(events, chat)
+        extra = [(b"x-polyserve-tier", live.tier.encode()), (b"x-polyserve-server", str(sid).encode())]
+        if live.max_tokens == 1:  # nothing to decode: the prefill engine's answer is the whole answer
+            self._completed(live)
+            live.complete = True
+            if stream:
+                await send({"type": "http.response.start", "status": 200, "headers": _SSE + extra})
+                await send({"type": "http.response.body", "body": b"".join(events_bytes(events)) + _DONE_EVENT,
+                            "more_body": False})
+            else:
+                await _send(send, 200, json.dumps(Aggregator(chat).build(events)).encode(), _JSON + extra)
+            return "completed"
+        if stream:  # the client has its first token now, before the hand-off
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE + extra})
+            await send({"type": "http.response.body", "body": head + first, "more_body": True})
+        fut = d.handoff(info)
+        attempts = 0
+        while True:  # ---- decode leg
+            try:
+                sid = fut.result() if fut.done() else await fut
+            except (Shed, Refused) as e:
+                return await self._fail_after_first(send, live, stream, f"no decode server: {e}")
+            backend = self.backends[sid]
+            try:
+                if not self.actuator.is_ready(sid):
+                    await self.actuator.wait_ready(sid)
+                resp, it, chunks, scanner = await self._until_first_token(
+                    backend, body_for(backend, "decode"), path, stream)
+            except UpstreamFailure as f:
+                d.finish(info.rid, None)
+                self.metrics.backend_errors.labels(backend.name, f.kind).inc()
+                if f.retryable:
+                    d.mark_dead(sid)
+                attempts += 1
+                if not f.retryable or attempts > self.config.retries:
+                    return await self._fail_after_first(send, live, stream, f"backend failure: {f.message}")
+                self.metrics.retries.inc()
+                fut = d.reroute_decode(info)
+                continue
+            break
+        live.saw(scanner.tokens, self.clock())
+        d.tokens(info.rid, scanner.tokens + 1)
+        if stream:
+            return await self._pump(send, live, backend, resp, it, chunks, scanner, extra, started=True,
+                                    token_offset=1)
+        scanner.events[:0] = [ev for ev in events if is_token_event(ev)]
+        return await self._collect(send, live, backend, resp, it, scanner, chat, extra, token_offset=1)
+
+    async def _prefill_leg(self, backend: Backend, body: bytes, path: str) -> list[bytes]:
+        """The whole (one-token) prefill stream's events; ``UpstreamFailure`` if it fails or has no token."""
+        scanner = EventScanner(keep=True)
+        resp: UpstreamStream | None = None
+        try:
+            async with asyncio.timeout(self.config.timeouts.first_token_s):
+                resp = await open_stream(self.upstream, backend.url + path, body)
+                async for chunk in resp.chunks():
+                    scanner.feed(chunk)
+                    if scanner.done or scanner.error is not None:
+                        break
+        except TimeoutError:
+            raise UpstreamFailure(
+                "timeout", f"no first token from {backend.url} within {self.config.timeouts.first_token_s:g} s",
+                retryable=True, status=504,
+            ) from None  # fmt: skip
+        finally:
+            if resp is not None:
+                await resp.aclose()
+        if scanner.tokens == 0 or scanner.error is not None:
+            what = "sent an error event" if scanner.error is not None else "ended the stream"
+            raise UpstreamFailure("broken", f"{backend.url} {what} before the first token", retryable=True)
+        return scanner.events
+
+    async def _fail_after_first(self, send: Send, live: _Live, stream: bool, message: str) -> str:
+        """The first token went out (streaming) but the decode leg cannot be served: end with an error."""
+        self.dispatcher.finish(live.info.rid, None)
+        live.complete = True
+        if stream:
+            tail = b"data: " + error_bytes(502, message) + b"\n\n"
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+        else:
+            await _send_error(send, GatewayError(502, message))
+        return "failed"
 
     async def _until_first_token(
         self, backend: Backend, body: bytes, path: str, stream: bool
@@ -488,12 +638,17 @@ class Gateway:
         first: list[bytes],
         scanner: EventScanner,
         extra: list[tuple[bytes, bytes]],
+        started: bool = False,
+        token_offset: int = 0,
     ) -> str:
+        """``started``: the response (and a first token) already went out; ``token_offset``: tokens that
+        came from elsewhere (a disaggregated prefill), added to the ledger's count."""
         d = self.dispatcher
         rid = live.info.rid
         failure: UpstreamFailure | None = None
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE + extra})
+            if not started:
+                await send({"type": "http.response.start", "status": 200, "headers": _SSE + extra})
             await send({"type": "http.response.body", "body": b"".join(first), "more_body": True})
             if not scanner.done:
                 clock = self.clock
@@ -507,7 +662,7 @@ class Gateway:
                         n = scanner.feed(chunk)
                         if n:
                             live.saw(n, clock())
-                            d.tokens(rid, scanner.tokens)
+                            d.tokens(rid, scanner.tokens + token_offset)
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                         cm.reschedule(loop.time() + idle)
         except TimeoutError:
@@ -543,6 +698,7 @@ class Gateway:
         scanner: EventScanner,
         chat: bool,
         extra: list[tuple[bytes, bytes]],
+        token_offset: int = 0,
     ) -> str:
         d = self.dispatcher
         rid = live.info.rid
@@ -557,7 +713,7 @@ class Gateway:
                         n = scanner.feed(chunk)
                         if n:
                             live.saw(n, clock())
-                            d.tokens(rid, scanner.tokens)
+                            d.tokens(rid, scanner.tokens + token_offset)
                         cm.reschedule(loop.time() + idle)
         except TimeoutError:
             failure = classify_read_error(httpx.ReadTimeout("idle"), backend.url)
@@ -588,6 +744,38 @@ class Gateway:
                 m.tpot.labels(live.tier).observe((live.last - live.first) / (live.tokens - 1))
         if live.tokens and live.worst_slack >= 0:
             m.attained.labels(live.tier).inc()
+
+
+_DONE_EVENT = b"data: [DONE]\n\n"
+
+
+def events_bytes(events: list[bytes]) -> list[bytes]:
+    return [ev + b"\n\n" for ev in events]
+
+
+def _first_token_events(events: list[bytes], chat: bool) -> tuple[bytes, bytes]:
+    """From a one-token prefill stream: (the chat role chunk, if any; the first token's event) re-framed so the
+    client's stream goes on: ``finish_reason`` null and no usage (the decode leg sends the real end)."""
+    head = b""
+    first = b""
+    for ev in events:
+        try:
+            doc = json.loads(ev[5:])
+        except ValueError:
+            continue
+        if not isinstance(doc, dict) or not doc.get("choices"):
+            continue  # the usage chunk
+        ch = doc["choices"][0]
+        piece = (ch.get("delta") or {}).get("content") if chat else ch.get("text")
+        if not piece:
+            if chat and not head and (ch.get("delta") or {}).get("role"):
+                head = ev + b"\n\n"
+            continue
+        ch["finish_reason"] = None
+        doc.pop("usage", None)
+        first = b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
+        break
+    return head, first
 
 
 async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

@@ -9,6 +9,8 @@ The file is YAML (``.yaml``/``.yml``) or TOML (``.toml``); both give the same do
       - url: http://127.0.0.1:8002
         deadlines: true            # `polyserve engine --scheduling-policy deadline|edf`: forward the
                                    # request's token deadlines (the polyserve_slo body field)
+        role: mixed                # mixed (default) | prefill | decode: disaggregated serving needs every
+                                   # backend to be prefill or decode (emulated engines; see the reference)
     tiers: tiers.toml              # optional, relative to this file; default: the shipped t20/t30/t50/t100
     default_tier: t50              # optional; default: the loosest tier
     policy: polyserve              # a router name from `polyserve policies`
@@ -44,6 +46,7 @@ class BackendSpec:
     url: str
     priority: bool = False  # forward the tier index as the body's `priority` (vLLM --scheduling-policy priority)
     deadlines: bool = False  # forward the request's deadlines as `polyserve_slo` (polyserve engine, deadline policy)
+    role: str = "mixed"  # mixed | prefill | decode (disaggregated: prefill engines, then decode engines)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class EngineSpec:
     kv_capacity_tokens: int | None = None  # override the capacity derived from GPU memory
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
+    kv_link_gbps: float = 400.0  # disaggregated: the prefill -> decode KV link the router plans with
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,12 @@ class GatewayConfig:
             if b.url in seen:
                 raise ConfigError(f"{src}: backends[{i}].url: {b.url} is listed twice")
             seen.add(b.url)
+            if b.role not in ("mixed", "prefill", "decode"):
+                raise ConfigError(f"{src}: backends[{i}].role: must be mixed, prefill or decode, got {b.role!r}")
+        roles = {b.role for b in self.backends}
+        if roles != {"mixed"} and roles != {"prefill", "decode"}:
+            raise ConfigError(f"{src}: backends: roles {', '.join(sorted(roles))}: either every backend is mixed "
+                              "(co-located) or each is prefill or decode, with at least one of each (disaggregated)")
         from polyserve.policy import ROUTERS
 
         if self.policy not in ROUTERS:
@@ -133,6 +143,7 @@ class GatewayConfig:
             ("timeouts.idle_s", self.timeouts.idle_s, 1e-3),
             ("timeouts.scrape_s", self.timeouts.scrape_s, 1e-3),
             ("engine.time_scale", self.engine.time_scale, 1e-9),
+            ("engine.kv_link_gbps", self.engine.kv_link_gbps, 1e-9),
         ):
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= lo):
                 raise ConfigError(f"{src}: {name}: must be a finite number >= {lo:g}, got {v!r}")
@@ -165,6 +176,10 @@ class GatewayConfig:
                     raise ConfigError(
                         f"{src}: api_keys[{i}].tiers: unknown tier {t!r}; known: {', '.join(tiers.names)}"
                     )
+
+    @property
+    def disaggregated(self) -> bool:
+        return any(b.role != "mixed" for b in self.backends)
 
     def load_tiers(self) -> TierSet:
         from polyserve.data import DEFAULT_TIERS
@@ -231,12 +246,13 @@ def config_from_dict(doc: Any, source: str = "<config>", base_dir: Path | None =
             b = {"url": b}
         if not isinstance(b, dict):
             raise ConfigError(f"{src}: backends[{i}]: must be a URL or a mapping {{url, priority, deadlines}}")
-        _check_keys(src, f"backends[{i}].", b, {"url", "priority", "deadlines"})
+        _check_keys(src, f"backends[{i}].", b, {"url", "priority", "deadlines", "role"})
         if "url" not in b:
             raise ConfigError(f"{src}: backends[{i}].url: missing")
         url = _str(src, f"backends[{i}].url", b["url"]).rstrip("/")
         backends.append(BackendSpec(url, _bool(src, f"backends[{i}].priority", b.get("priority", False)),
-                                    _bool(src, f"backends[{i}].deadlines", b.get("deadlines", False))))
+                                    _bool(src, f"backends[{i}].deadlines", b.get("deadlines", False)),
+                                    _str(src, f"backends[{i}].role", b.get("role", "mixed"))))
     kw: dict[str, Any] = {"model": _str(src, "model", doc["model"]), "backends": tuple(backends), "source": src}
     if "tiers" in doc:
         p = Path(_str(src, "tiers", doc["tiers"]))

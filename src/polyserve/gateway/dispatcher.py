@@ -58,6 +58,7 @@ class Dispatcher(HostBase):
         shed: bool = False,
         autoscaler: Autoscaler | None = None,
         log: DecisionLog | None = None,
+        roles: list[str] | None = None,
     ) -> None:
         self.tiers = tiers
         self.router = router
@@ -66,12 +67,17 @@ class Dispatcher(HostBase):
         self.t0 = clock()
         self.on_scale = on_scale
         self.shed = shed
-        self.fleet = FleetState(tiers, config, model, ["mixed"] * n_servers)
+        roles = roles or ["mixed"] * n_servers
+        if len(roles) != n_servers:
+            raise ValueError(f"{len(roles)} roles for {n_servers} servers")
+        self.disaggregated = any(r != "mixed" for r in roles)
+        self.fleet = FleetState(tiers, config, model, roles)  # type: ignore[arg-type]
         self.tiered = router.tiered
         self._futures: dict[int, asyncio.Future[int]] = {}
         self.driver = FleetDriver(
             self.fleet, router, self, LostCauseTest(model, config.max_num_seqs, config.max_num_batched_tokens),
-            DriverOptions(shed=shed, max_pending=max_pending), autoscaler=autoscaler, log=log,
+            DriverOptions(shed=shed, max_pending=max_pending, colocated=not self.disaggregated),
+            autoscaler=autoscaler, log=log,
         )
         self.driver.start(0.0)
 
@@ -116,6 +122,22 @@ class Dispatcher(HostBase):
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._futures[info.rid] = fut
         self.driver.arrive(info, self.now())
+        return fut
+
+    def handoff(self, info: RequestInfo) -> asyncio.Future[int]:
+        """Disaggregated: ``info``'s prefill is done and its first token sent; it leaves the prefill server
+        and is routed to a decode server. The future resolves with that server (at once, or from the
+        pending decode queue)."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._futures[info.rid] = fut
+        self.driver.handoff(info, self.now())
+        return fut
+
+    def reroute_decode(self, info: RequestInfo) -> asyncio.Future[int]:
+        """Disaggregated: the decode server failed before its first token; place the decode elsewhere."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._futures[info.rid] = fut
+        self.driver.route(info, self.now(), "decode")
         return fut
 
     def first_token(self, rid: int, tokens: int) -> None:

@@ -25,6 +25,11 @@ _DONE = b"data: [DONE]"
 _ERROR = re.compile(rb'^data:\s*\{\s*"error"')
 
 
+def is_token_event(ev: bytes) -> bool:
+    """Whether one event (``data: {...}``, without the blank line) carries a token."""
+    return _TOKEN.search(ev) is not None
+
+
 class EventScanner:
     __slots__ = ("done", "error", "events", "keep", "tail", "tokens")
 

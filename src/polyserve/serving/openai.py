@@ -13,6 +13,11 @@ from when the engine receives the request, until the first token is due (it may 
 ``P`` > 0 the gap allowed between tokens, so token ``k`` is due at ``receipt + T + (k-1)*P``. Both are
 wall-clock milliseconds: relative times need no clock shared between gateway and engine. An engine not
 scheduling by deadline accepts and ignores them.
+
+Disaggregated hand-off (``"polyserve_kv": {"prefilled": true}``, emulated engines only): the prompt was
+prefilled, and the first token produced, on another engine; this one receives the KV (emulated: it waits the
+transfer time of ``prompt + 1`` tokens over its ``--kv-link-gbps``), then decodes tokens 2..``max_tokens``.
+Its stream carries those tokens only (no chat role chunk); ``usage.completion_tokens`` counts the first too.
 """
 
 from __future__ import annotations
@@ -63,6 +68,10 @@ class GenerationRequest:
     include_usage: bool
     priority: int
     slo: RequestSlo | None = None  # the polyserve_slo extension field
+    prefilled: bool = False  # polyserve_kv.prefilled: the first token came from a prefill engine
+
+
+KV_FIELD = "polyserve_kv"
 
 
 SLO_FIELD = "polyserve_slo"
@@ -172,7 +181,16 @@ def _common(body: dict[str, object], chat: bool, words: int) -> GenerationReques
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise RequestError(400, f"'priority' must be an integer, got {json.dumps(priority)}", "priority")
     return GenerationRequest(chat, model, prompt_tokens(words), max_tokens, stream, include_usage, priority,
-                             parse_slo(body))
+                             parse_slo(body), _prefilled(body))
+
+
+def _prefilled(body: Mapping[str, object]) -> bool:
+    v = body.get(KV_FIELD)
+    if v is None:
+        return False
+    if not isinstance(v, dict) or set(v) - {"prefilled"} or not isinstance(v.get("prefilled", False), bool):
+        raise RequestError(400, f"'{KV_FIELD}' must be {{\"prefilled\": true|false}}, got {json.dumps(v)}", KV_FIELD)
+    return bool(v.get("prefilled", False))
 
 
 def parse_completion(body: dict[str, object]) -> GenerationRequest:
