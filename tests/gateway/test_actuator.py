@@ -132,3 +132,32 @@ def test_a_killed_engine_is_replaced_by_a_new_one_on_a_new_url() -> None:
 
     act = run(main())
     assert act.starts == 2 and act.replaced == 1
+
+
+def test_a_sigkilled_engine_process_is_replaced_by_a_new_process_that_answers() -> None:
+    """Real processes: the engine behind server 0 is SIGKILLed; supervise() starts a new one, on a new port."""
+    import signal
+
+    import httpx
+
+    from polyserve.engine import EngineConfig, launch_engine
+
+    async def main():
+        backends = [Backend(0, "http://none")]
+        act = LocalEngineActuator(backends, lambda sid: launch_engine(EngineConfig(time_scale=20)), stop_idle=True)
+        try:
+            act.activate(0)
+            await act.wait_ready(0)
+            first = act.engines[0]
+            first.proc.send_signal(signal.SIGKILL)
+            first.proc.wait(10)
+            assert act.supervise() == [0]
+            await act.wait_ready(0)
+            async with httpx.AsyncClient(timeout=10) as c:
+                r = await c.get(backends[0].url + "/health")
+            return first.url, backends[0].url, r.status_code, act.engines[0].alive()
+        finally:
+            await act.aclose()
+
+    old, new, status, alive = run(main())
+    assert new != old and status == 200 and alive
