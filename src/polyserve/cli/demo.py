@@ -31,7 +31,8 @@ FULL_RUN = ("make compare  (polyserve compare --out runs/compare --duration 150 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from polyserve.cli import app, console
+    from polyserve.cli.main import app
+    from polyserve.cli.options import console
 
     argv = list(sys.argv[1:] if argv is None else argv)
     out = "runs/demo"
