@@ -38,7 +38,7 @@ class UpSpec:
     gpu: str = "h100"
     time_scale: float = 1.0
     policy: str = "polyserve"
-    shedding: bool = False
+    shedding: bool = True
     stop_idle: bool = False
     log_level: str = "warning"
     engine_scheduler: str = "auto"  # auto: the policy's choice; else an engine --scheduling-policy

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 
@@ -166,24 +167,43 @@ def test_client_leaving_while_pending_frees_its_place() -> None:
 
 
 def test_shedding_answers_429_with_retry_after() -> None:
+    """A request that could have made it but waited in the router past its TTFT deadline (its only server is
+    busy: one seat, as the gateway is told) is shed: 429 with Retry-After, and counted shed."""
     async def main():
-        # the policy predicts unscaled (time scale 1) iterations: a 1 ms TTFT can never be met
-        async with harness(1, {"shedding": True, "engine": {"time_scale": 1}, "retry_after_s": 2}) as h:
-            r = await h.client.post("/v1/completions", json=completion(2, 3), headers={"x-slo-ttft-ms": "1"})
+        doc = {"engine": {"time_scale": 1, "max_num_seqs": 1}, "retry_after_s": 2, "tick_s": 0.01}
+        async with harness(1, doc) as h:
+            long = asyncio.ensure_future(h.client.post("/v1/completions", json=completion(2, 400, stream=False)))
+            await asyncio.sleep(0.02)
+            r = await h.client.post("/v1/completions", json=completion(2, 3), headers={"x-slo-ttft-ms": "60"})
+            await long
             ok = await h.client.post("/v1/completions", json=completion(2, 3, stream=False))
             return r, ok, outcomes(h.gateway)
 
     r, ok, counts = run(main())
-    assert r.status_code == 429 and r.headers["retry-after"] == "2"
-    assert r.json()["error"]["type"] == "RateLimitError"
+    assert r.status_code == 429 and r.headers["retry-after"] == "2", r.text
+    assert r.json()["error"]["type"] == "RateLimitError" and "TTFT deadline" in r.json()["error"]["message"]
     assert ok.status_code == 200
-    assert counts["shed"] == 1 and counts["completed"] == 1
+    assert counts["shed"] == 1 and counts["completed"] == 2
+
+
+def test_a_ttft_no_server_could_ever_meet_is_a_400_not_a_429() -> None:
+    """x-slo-ttft-ms: 1 cannot be met even on an idle server: a client error (retrying is futile), whatever
+    the shedding setting, and the message says the least it would take."""
+    async def main():
+        async with harness(1, {"engine": {"time_scale": 1}, "shedding": False}) as h:
+            return await h.client.post("/v1/completions", json=completion(2, 3), headers={"x-slo-ttft-ms": "1"})
+
+    r = run(main())
+    assert r.status_code == 400 and "retry-after" not in r.headers
+    err = r.json()["error"]
+    assert err["param"] == "x-slo-ttft-ms" and "can never be met" in err["message"]
 
 
 def test_invariant_accepted_equals_completed_plus_failed_plus_shed() -> None:
     async def main():
         # polyserve packs one tier onto the first server (the load gradient): that engine crashes streams
-        # longer than 4 tokens; 1 ms TTFTs are shed; some clients leave; two bodies are malformed
+        # longer than 4 tokens; 1 ms TTFTs are refused (400: no server could meet them); some clients leave;
+        # two bodies are malformed
         engines = [EngineConfig(time_scale=20, crash_mid_stream=4), EngineConfig(time_scale=20)]
         doc = {"shedding": True, "engine": {"time_scale": 1}}
         async with harness(engines, doc) as h:
@@ -206,7 +226,82 @@ def test_invariant_accepted_equals_completed_plus_failed_plus_shed() -> None:
     gw = run(main())
     counts = outcomes(gw)
     accepted = metric(gw, "polyserve_requests_accepted_total")
-    assert accepted == gw.accepted == 14
+    assert accepted == gw.accepted == 11
     assert accepted == counts["completed"] + counts["failed"] + counts["shed"]
-    assert counts["rejected"] == 2 and counts["shed"] == 3 and counts["completed"] >= 1 and counts["failed"] >= 3
+    assert counts["rejected"] == 5 and counts["completed"] >= 1 and counts["failed"] >= 3
     assert not gw.dispatcher.fleet.entries and gw.dispatcher.num_pending() == 0
+
+
+def test_every_backend_down_answers_503_with_retry_after_at_once_and_fails_the_waiting() -> None:
+    """An outage is not overload: with shedding off too, nobody waits for a backend that is not there."""
+    async def main():
+        async with harness(2, {"policy": "round-robin", "scrape_interval_s": 30, "shedding": False,
+                               "retries": 1}) as h:
+            h.fleet.down.update({"e0", "e1"})
+            first = await h.client.post("/v1/completions", json=completion(2, 3))  # finds both dead
+            t0 = time.perf_counter()
+            later = await h.client.post("/v1/completions", json=completion(2, 3))
+            return first, later, time.perf_counter() - t0, outcomes(h.gateway)
+
+    first, later, wait_s, counts = run(main())
+    assert first.status_code in (502, 503)
+    assert later.status_code == 503 and later.headers["retry-after"] and wait_s < 1.0
+    assert "no backend is up" in later.json()["error"]["message"]
+    assert counts["shed"] + counts["failed"] == 2
+
+
+def test_error_messages_name_the_server_never_its_internal_url() -> None:
+    async def main():
+        async with harness(1, {"retries": 0, "scrape_interval_s": 30}) as h:
+            h.fleet.down.add("e0")
+            return await h.client.post("/v1/completions", json=completion(2, 3))
+
+    r = run(main())
+    msg = r.json()["error"]["message"]
+    assert r.status_code == 502 and "http://e0" not in msg and "server s0" in msg, msg
+
+
+def test_a_client_that_closes_right_after_done_is_a_completed_request() -> None:
+    async def main():
+        async with harness(1) as h:
+            for _ in range(5):
+                async with h.client.stream("POST", "/v1/completions", json=completion(2, 4)) as r:
+                    async for line in r.aiter_lines():
+                        if line == "data: [DONE]":
+                            break  # leave at once: the context closes the connection
+            await asyncio.sleep(0.05)
+            return outcomes(h.gateway)
+
+    counts = run(main())
+    assert counts["completed"] == 5 and counts["failed"] == 0
+
+
+def test_a_deeply_nested_body_is_a_400_naming_the_limit_at_gateway_and_engine_and_no_backend_is_blamed() -> None:
+    from polyserve.serving.openai import MAX_JSON_DEPTH
+
+    deep = b'{"prompt": "x", "a": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+    mid = b'{"prompt": "x", "a": ' + b"[" * 950 + b"]" * 950 + b"}"
+
+    async def main():
+        async with harness(1) as h:
+            rs = [await h.client.post("/v1/completions", content=body) for body in (deep, mid)]
+            engine = h.engines["e0"]
+            async with httpx.AsyncClient(transport=StreamingASGITransport(engine), base_url="http://e") as c:
+                direct = await c.post("/v1/completions", content=mid)
+            ok = await h.client.post("/v1/completions", json=completion(2, 3, stream=False))
+            return rs, direct, ok, h.gateway
+
+    rs, direct, ok, gw = run(main())
+    for r in (*rs, direct):
+        assert r.status_code == 400 and f"deeper than {MAX_JSON_DEPTH} levels" in r.json()["error"]["message"]
+    assert ok.status_code == 200 and gw.dispatcher.is_healthy(0)
+
+
+def test_get_model_by_id_answers_the_served_model_and_404s_another() -> None:
+    async def main():
+        async with harness(1) as h:
+            return (await h.client.get(f"/v1/models/{MODEL}"), await h.client.get("/v1/models/other"))
+
+    ok, nope = run(main())
+    assert ok.status_code == 200 and ok.json()["id"] == MODEL and ok.json()["object"] == "model"
+    assert nope.status_code == 404 and nope.json()["error"]["param"] == "model"

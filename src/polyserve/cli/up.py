@@ -30,8 +30,8 @@ def up(
     ] = 1.0,
     policy: Annotated[str, typer.Option("--policy", help="Router (see `polyserve policies`)")] = "polyserve",
     shedding: Annotated[
-        bool, typer.Option("--shedding/--no-shedding", help="Shed requests whose TTFT can no longer be met (429)")
-    ] = False,
+        bool, typer.Option("--shedding/--no-shedding", help="Shed requests whose TTFT can no longer be met (429; the default), or serve them late")
+    ] = True,
     stop_idle: Annotated[
         bool,
         typer.Option(

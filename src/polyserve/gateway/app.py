@@ -65,7 +65,7 @@ from polyserve.gateway.events import Aggregator, EventScanner, is_token_event
 from polyserve.gateway.latency import build_gateway_model
 from polyserve.gateway.metrics import CONTENT_TYPE, NO_TIER, GatewayMetrics
 from polyserve.gateway.scrape import Scraper
-from polyserve.gateway.slo import authorize, resolve_slo
+from polyserve.gateway.slo import TTFT_HEADER, authorize, resolve_slo
 from polyserve.gateway.wire import WireClient
 from polyserve.latency.base import kv_transfer_time
 from polyserve.serving.openai import (
@@ -280,6 +280,13 @@ class Gateway:
             await _send(send, status, json.dumps(doc).encode(), _JSON)
         elif path == "/v1/models" and method == "GET":
             await _send(send, 200, self._models_body, _JSON)
+        elif path.startswith("/v1/models/") and method == "GET":
+            name = path[len("/v1/models/"):]
+            if name == self.config.model:
+                await _send(send, 200, json.dumps(json.loads(self._models_body)["data"][0]).encode(), _JSON)
+            else:
+                await _send_error(send, GatewayError(
+                    404, f"The model `{name}` does not exist; this gateway serves `{self.config.model}`.", "model"))
         elif path == "/metrics" and method == "GET":
             await _send(send, 200, self.metrics.render(), [(b"content-type", CONTENT_TYPE.encode())])
         else:
@@ -348,6 +355,15 @@ class Gateway:
                     "completion).",
                     "max_tokens",
                 )
+            if slo.ttft_ms is not None:
+                fastest = self.dispatcher.driver.lost_test.min_first_token_s(g.prompt_tokens)
+                if fastest * 1e3 > slo.ttft_ms:  # not overload: no server could ever meet it, so retrying is futile
+                    raise GatewayError(
+                        400,
+                        f"header {TTFT_HEADER}: {slo.ttft_ms:g} ms can never be met: the first token of a "
+                        f"{g.prompt_tokens}-token prompt takes at least {fastest * 1e3:.1f} ms on an idle server",
+                        TTFT_HEADER,
+                    )
         except GatewayError as e:
             self.metrics.outcome(tier_label, "rejected")
             await _send_error(send, e)
@@ -439,7 +455,8 @@ class Gateway:
                 sid = fut.result() if fut.done() else await fut
             except Shed as e:
                 ra = self.config.retry_after_s
-                await _send_error(send, GatewayError(e.status, f"overloaded, request shed: {e.reason}", None, ra))
+                what = "overloaded, request shed" if e.status == 429 else "unavailable"
+                await _send_error(send, GatewayError(e.status, f"{what}: {e.reason}", None, ra))
                 return "shed"
             except Refused as e:
                 await _send_error(send, GatewayError(503, f"no server can serve this request: {e}"))
@@ -455,11 +472,12 @@ class Gateway:
                 if f.retryable:
                     d.mark_dead(sid)  # circuit breaker: unroutable until its next good scrape
                 attempts += 1
-                if not f.retryable or attempts > self.config.retries:
+                if not f.retryable or attempts > self.config.retries or d.routable_count() == 0:
                     if f.body is not None:
                         await _send(send, f.status, f.body, _JSON)
                     else:
-                        await _send_error(send, GatewayError(f.status, f"backend failure: {f.message}"))
+                        msg = f"backend failure: {_public(f.message, backend)}"
+                        await _send_error(send, GatewayError(f.status, msg))
                     return "failed"
                 self.metrics.retries.inc()
                 continue
@@ -489,7 +507,8 @@ class Gateway:
                 sid = fut.result() if fut.done() else await fut
             except Shed as e:
                 ra = self.config.retry_after_s
-                await _send_error(send, GatewayError(e.status, f"overloaded, request shed: {e.reason}", None, ra))
+                what = "overloaded, request shed" if e.status == 429 else "unavailable"
+                await _send_error(send, GatewayError(e.status, f"{what}: {e.reason}", None, ra))
                 return "shed"
             except Refused as e:
                 await _send_error(send, GatewayError(503, f"no server can serve this request: {e}"))
@@ -506,7 +525,7 @@ class Gateway:
                     d.mark_dead(sid)
                 attempts += 1
                 if not f.retryable or attempts > self.config.retries:
-                    await _send_error(send, GatewayError(f.status, f"backend failure: {f.message}"))
+                    await _send_error(send, GatewayError(f.status, f"backend failure: {_public(f.message, backend)}"))
                     return "failed"
                 self.metrics.retries.inc()
                 continue
@@ -548,7 +567,8 @@ class Gateway:
                     d.mark_dead(sid)
                 attempts += 1
                 if not f.retryable or attempts > self.config.retries:
-                    return await self._fail_after_first(send, live, stream, f"backend failure: {f.message}")
+                    msg = f"backend failure: {_public(f.message, backend)}"
+                    return await self._fail_after_first(send, live, stream, msg)
                 self.metrics.retries.inc()
                 fut = d.reroute_decode(info)
                 continue
@@ -647,6 +667,8 @@ class Gateway:
         rid = live.info.rid
         failure: UpstreamFailure | None = None
         try:
+            if scanner.done:  # the client has everything once these bytes are sent: leaving then is no failure
+                live.complete = True
             if not started:
                 await send({"type": "http.response.start", "status": 200, "headers": _SSE + extra})
             await send({"type": "http.response.body", "body": b"".join(first), "more_body": True})
@@ -663,6 +685,8 @@ class Gateway:
                         if n:
                             live.saw(n, clock())
                             d.tokens(rid, scanner.tokens + token_offset)
+                        if scanner.done:
+                            live.complete = True
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                         cm.reschedule(loop.time() + idle)
         except TimeoutError:
@@ -674,7 +698,8 @@ class Gateway:
         if failure is None and scanner.done and scanner.error is None:
             self._completed(live)
             live.complete = True
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            with contextlib.suppress(OSError):  # a client that left right after [DONE] has its whole answer
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
             return "completed"
         if failure is None:
             why = "sent an error event" if scanner.error is not None else "ended without [DONE]"
@@ -683,7 +708,8 @@ class Gateway:
         d.finish(rid, None)
         tail = b""
         if scanner.error is None:
-            tail = b"data: " + error_bytes(failure.status, f"backend failure mid-stream: {failure.message}") + b"\n\n"
+            msg = f"backend failure mid-stream: {_public(failure.message, backend)}"
+            tail = b"data: " + error_bytes(failure.status, msg) + b"\n\n"
         live.complete = True
         await send({"type": "http.response.body", "body": tail, "more_body": False})
         return "failed"
@@ -732,7 +758,7 @@ class Gateway:
         self.metrics.backend_errors.labels(backend.name, failure.kind).inc()
         d.finish(rid, None)
         live.complete = True
-        await _send_error(send, GatewayError(failure.status, f"backend failure: {failure.message}"))
+        await _send_error(send, GatewayError(failure.status, f"backend failure: {_public(failure.message, backend)}"))
         return "failed"
 
     def _completed(self, live: _Live) -> None:
@@ -747,6 +773,12 @@ class Gateway:
 
 
 _DONE_EVENT = b"data: [DONE]\n\n"
+
+
+def _public(message: str, backend: Backend) -> str:
+    """A failure message fit for the client: the backend's internal URL becomes its server name (the URL stays
+    in the gateway's logs and metrics labels)."""
+    return message.replace(backend.url, f"server {backend.name}")
 
 
 def events_bytes(events: list[bytes]) -> list[bytes]:

@@ -17,7 +17,8 @@ The file is YAML (``.yaml``/``.yml``) or TOML (``.toml``); both give the same do
     policy_options: {}             # keyword options of that router
     autoscaler: target-concurrency # optional, untiered policies only (tiered ones scale themselves)
     autoscaler_options: {}         # keyword options of that autoscaler
-    shedding: false                # shed requests whose TTFT can no longer be met (429 + Retry-After)
+    shedding: true                 # default: shed requests whose TTFT can no longer be met (429 +
+                                   # Retry-After); false serves them late instead (they still count)
     max_pending: 10000             # with shedding: more requests waiting than this -> 503 + Retry-After
     api_keys:                      # optional; when present every request needs one of these keys
       - key: sk-team-a
@@ -89,7 +90,7 @@ class GatewayConfig:
     policy_options: dict[str, Any] = field(default_factory=dict)
     autoscaler: str | None = None  # an AUTOSCALERS name; the gateway's FleetDriver calls it every tick
     autoscaler_options: dict[str, Any] = field(default_factory=dict)
-    shedding: bool = False
+    shedding: bool = True  # the overload contract: shed lost causes (429), or serve them late (False)
     max_pending: int | None = None  # only with shedding
     retry_after_s: float = 1.0
     api_keys: tuple[ApiKey, ...] = ()

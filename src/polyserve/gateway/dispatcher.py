@@ -28,6 +28,8 @@ from polyserve.gateway.actuator import Actuator
 from polyserve.policy.base import Autoscaler, Router
 from polyserve.policy.overload import LostCauseTest
 
+NO_BACKEND = "no backend is up (all are failing their health checks)"
+
 
 class Shed(Exception):
     """The request was shed for overload: answer ``status`` (429 or 503) with ``Retry-After``."""
@@ -120,6 +122,9 @@ class Dispatcher(HostBase):
         The future fails with ``Shed`` (503) when the request would wait and ``max_pending`` requests
         already do, and with ``Shed`` (429) or ``Refused`` if it is shed or rejected."""
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if self.driver.routable_count() == 0:  # an outage, not overload: answer at once, never wait for it
+            fut.set_exception(Shed(NO_BACKEND, 503))
+            return fut
         self._futures[info.rid] = fut
         self.driver.arrive(info, self.now())
         return fut
@@ -164,6 +169,12 @@ class Dispatcher(HostBase):
     # ---- health -------------------------------------------------------------------------------------------
     def mark_dead(self, sid: int) -> None:
         self.driver.mark_dead(sid, self.now())
+        if self.driver.routable_count() == 0:  # the last backend went: nobody waiting can be served
+            for rid in list(self.driver.waiting):
+                self.driver.cancel(rid)
+                fut = self._futures.pop(rid, None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(Shed(NO_BACKEND, 503))
 
     def mark_alive(self, sid: int) -> None:
         self.driver.mark_alive(sid, self.now())

@@ -124,14 +124,41 @@ def parse_slo(body: Mapping[str, object], headers: Mapping[str, str] | None = No
     return _slo_values(parts.get, f"header {SLO_HEADER}")
 
 
+MAX_JSON_DEPTH = 32  # nesting levels a request body may have (OpenAI's own bodies need about 6)
+
+
 def parse_json(raw: bytes) -> dict[str, object]:
+    """The body as a JSON object, or a 400 naming what is wrong. Nesting deeper than ``MAX_JSON_DEPTH`` is
+    refused here, in the gateway and in the engine alike, so a body one parser accepts can never overflow the
+    other's stack (the gateway would blame the engine for it)."""
     try:
         body = json.loads(raw)
+    except RecursionError:
+        raise RequestError(400, f"request body is nested deeper than {MAX_JSON_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise RequestError(400, f"request body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
         raise RequestError(400, f"request body must be a JSON object, got {type(body).__name__}")
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise RequestError(400, f"request body is nested deeper than {MAX_JSON_DEPTH} levels")
     return body
+
+
+def _depth(doc: object) -> int:
+    """Nesting depth of a parsed document, without recursion (a deep one must not overflow the stack here)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(doc, 1)]
+    while stack:
+        x, d = stack.pop()
+        if d > deepest:
+            deepest = d
+            if d > MAX_JSON_DEPTH:
+                return d
+        if isinstance(x, dict):
+            stack.extend((v, d + 1) for v in x.values() if isinstance(v, dict | list))
+        elif isinstance(x, list):
+            stack.extend((v, d + 1) for v in x if isinstance(v, dict | list))
+    return deepest
 
 
 def _int_field(body: dict[str, object], name: str, *, minimum: int) -> int | None:
