@@ -64,8 +64,11 @@ def main() -> int:
     rows = [r for r in rows if r["policy"] not in set(a.drop)]
     st = base_d["meta"]["settings"]
     policies = [p for p in dict.fromkeys([*st["policies"], *(r["policy"] for r in rows)]) if p not in set(a.drop)]
-    settings = CompareSettings(policies=tuple(policies), modes=tuple(st["modes"]), seeds=tuple(st["seeds"]),
-                               co_chunk_budgets=tuple(st["co_chunk_budgets"]), sensitivity_model=None,
+    modes = tuple(m for m in ("colocated", "disaggregated")
+                  if m in {*st["modes"], *new_d["meta"]["settings"]["modes"]})  # a run per mode merges whole
+    settings = CompareSettings(policies=tuple(policies), modes=modes, seeds=tuple(st["seeds"]),
+                               co_chunk_budgets=tuple(st["co_chunk_budgets"]),
+                               prefill_fractions=tuple(st.get("prefill_fractions") or ()), sensitivity_model=None,
                                rate_sweep=(), fleet_sizes=())
     meta = base_d["meta"]
     ctx = Context(meta["trace"], meta.get("trace_format"), meta.get("tiers"), meta.get("tier_weights"),
