@@ -58,6 +58,7 @@ from polyserve.gateway.backend import (
     make_client,
     open_stream,
 )
+from polyserve.gateway.breaker import Breaker
 from polyserve.gateway.config import GatewayConfig
 from polyserve.gateway.dispatcher import Dispatcher, Refused, Shed
 from polyserve.gateway.errors import GatewayError, error_bytes
@@ -159,6 +160,7 @@ class Gateway:
         self.backends = backends or [Backend(i, b.url, b.priority, deadlines=b.deadlines)
                                      for i, b in enumerate(config.backends)]
         self.actuator: Actuator = actuator or StaticActuator()
+        self.breaker = Breaker(config.breaker_failures)
         self.metrics = GatewayMetrics(self.tiers.names, [b.name for b in self.backends])
         self.dispatcher = Dispatcher(
             self.tiers,
@@ -469,7 +471,7 @@ class Gateway:
             except UpstreamFailure as f:
                 d.finish(info.rid, None)
                 self.metrics.backend_errors.labels(backend.name, f.kind).inc()
-                if f.retryable:
+                if f.retryable and self.breaker.failure(sid, info.rid, f.kind):
                     d.mark_dead(sid)  # circuit breaker: unroutable until its next good scrape
                 attempts += 1
                 if not f.retryable or attempts > self.config.retries or d.routable_count() == 0:
@@ -483,6 +485,7 @@ class Gateway:
                 continue
             break
         now = self.clock()
+        self.breaker.success(sid)
         live.saw(scanner.tokens, now)
         d.first_token(info.rid, scanner.tokens)
         extra = [(b"x-polyserve-tier", live.tier.encode()), (b"x-polyserve-server", str(sid).encode())]
@@ -521,7 +524,7 @@ class Gateway:
             except UpstreamFailure as f:
                 d.finish(info.rid, None)
                 self.metrics.backend_errors.labels(backend.name, f.kind).inc()
-                if f.retryable:
+                if f.retryable and self.breaker.failure(sid, info.rid, f.kind):
                     d.mark_dead(sid)
                 attempts += 1
                 if not f.retryable or attempts > self.config.retries:
@@ -530,6 +533,7 @@ class Gateway:
                 self.metrics.retries.inc()
                 continue
             break
+        self.breaker.success(sid)
         live.saw(1, self.clock())
         d.first_token(info.rid, 1)
         head, first = _first_token_events(events, chat)
@@ -563,7 +567,7 @@ class Gateway:
             except UpstreamFailure as f:
                 d.finish(info.rid, None)
                 self.metrics.backend_errors.labels(backend.name, f.kind).inc()
-                if f.retryable:
+                if f.retryable and self.breaker.failure(sid, info.rid, f.kind):
                     d.mark_dead(sid)
                 attempts += 1
                 if not f.retryable or attempts > self.config.retries:
@@ -573,6 +577,7 @@ class Gateway:
                 fut = d.reroute_decode(info)
                 continue
             break
+        self.breaker.success(sid)
         live.saw(scanner.tokens, self.clock())
         d.tokens(info.rid, scanner.tokens + 1)
         if stream:

@@ -100,6 +100,7 @@ class GatewayConfig:
     tick_s: float = 0.05  # router tick: scale-down and pending retries
     scrape_interval_s: float = 1.0
     dead_after: int = 2  # consecutive failed scrapes before a backend is marked dead
+    breaker_failures: int = 3  # consecutive failures of different requests (5xx, broken, timeout) before dead
     engine: EngineSpec = EngineSpec()
     seed: int = 0  # the policy's injected RNG
     source: str = "<config>"
@@ -152,6 +153,7 @@ class GatewayConfig:
             ("retries", self.retries, 0),
             ("max_body_bytes", self.max_body_bytes, 1),
             ("dead_after", self.dead_after, 1),
+            ("breaker_failures", self.breaker_failures, 1),
             ("engine.max_num_seqs", self.engine.max_num_seqs, 1),
             ("engine.max_num_batched_tokens", self.engine.max_num_batched_tokens, 1),
         ):
@@ -199,7 +201,7 @@ _TOP = {
     "model", "backends", "tiers", "default_tier", "policy", "policy_options", "autoscaler", "autoscaler_options",
     "shedding", "max_pending",
     "retry_after_s", "api_keys", "timeouts", "retries", "max_body_bytes", "tick_s", "scrape_interval_s",
-    "dead_after", "engine", "seed",
+    "dead_after", "breaker_failures", "engine", "seed",
 }  # fmt: skip
 
 
@@ -276,7 +278,7 @@ def config_from_dict(doc: Any, source: str = "<config>", base_dir: Path | None =
         kw["autoscaler_options"] = dict(doc["autoscaler_options"])
     if "shedding" in doc:
         kw["shedding"] = _bool(src, "shedding", doc["shedding"])
-    for name in ("max_pending", "retries", "max_body_bytes", "dead_after", "seed"):
+    for name in ("max_pending", "retries", "max_body_bytes", "dead_after", "breaker_failures", "seed"):
         if name in doc:
             kw[name] = _num(src, name, doc[name], integer=True)
     for name in ("retry_after_s", "tick_s", "scrape_interval_s"):
