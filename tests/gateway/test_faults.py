@@ -7,6 +7,7 @@ import json
 import time
 
 import httpx
+import pytest
 
 from polyserve.engine import EngineConfig, StreamingASGITransport
 from polyserve.gateway import config_from_dict, create_gateway_app
@@ -305,3 +306,27 @@ def test_get_model_by_id_answers_the_served_model_and_404s_another() -> None:
     ok, nope = run(main())
     assert ok.status_code == 200 and ok.json()["id"] == MODEL and ok.json()["object"] == "model"
     assert nope.status_code == 404 and nope.json()["error"]["param"] == "model"
+
+
+@pytest.mark.parametrize("shedding", [False, True])
+def test_a_hung_backend_holds_a_request_about_twice_its_ttft_then_it_is_rerouted_without_a_strike(shedding) -> None:
+    """e0 answers nothing for 6 s (a stalled process): a request with a 200 ms TTFT gives up on it after
+    max(1 s, 2 x TTFT) and is re-routed; by then it is a lost cause, so with shedding on it gets its 429 at
+    once, and with shedding off it completes, late, on e1. Either way e0 is not blamed (a slow backend may
+    just be loaded)."""
+    async def main():
+        engines = [EngineConfig(time_scale=20, add_latency_ms=6000), EngineConfig(time_scale=20)]
+        doc = {"policy": "round-robin", "scrape_interval_s": 30, "shedding": shedding}
+        async with harness(engines, doc) as h:
+            t0 = time.perf_counter()
+            r = await h.client.post("/v1/completions", json=completion(2, 3, stream=False),
+                                    headers={"x-slo-ttft-ms": "200"})
+            return r, time.perf_counter() - t0, h.gateway
+
+    r, wall, gw = run(main())
+    if shedding:
+        assert r.status_code == 429 and "TTFT deadline" in r.json()["error"]["message"]
+    else:
+        assert r.status_code == 200 and r.headers["x-polyserve-server"] == "1"
+    assert 0.9 < wall < 4.0, wall
+    assert gw.dispatcher.is_healthy(0) and gw.breaker.strikes(0) == 0

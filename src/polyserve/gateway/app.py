@@ -467,7 +467,8 @@ class Gateway:
             try:
                 if not self.actuator.is_ready(sid):
                     await self.actuator.wait_ready(sid)
-                resp, it, first, scanner = await self._until_first_token(backend, body_for(backend), path, stream)
+                resp, it, first, scanner = await self._until_first_token(backend, body_for(backend), path, stream,
+                                                                         live)
             except UpstreamFailure as f:
                 d.finish(info.rid, None)
                 self.metrics.backend_errors.labels(backend.name, f.kind).inc()
@@ -563,7 +564,7 @@ class Gateway:
                 if not self.actuator.is_ready(sid):
                     await self.actuator.wait_ready(sid)
                 resp, it, chunks, scanner = await self._until_first_token(
-                    backend, body_for(backend, "decode"), path, stream)
+                    backend, body_for(backend, "decode"), path, stream, live)
             except UpstreamFailure as f:
                 d.finish(info.rid, None)
                 self.metrics.backend_errors.labels(backend.name, f.kind).inc()
@@ -621,14 +622,28 @@ class Gateway:
             await _send_error(send, GatewayError(502, message))
         return "failed"
 
+    def _attempt_timeout(self, live: _Live) -> tuple[float, str]:
+        """Seconds one attempt may wait for its first token, and the kind of failure when it does not come:
+        ``timeout`` (the hard limit) or ``slow`` (the request has waited its TTFT SLO times the factor: it is
+        re-routed, and it is no strike against the backend, which may just be loaded)."""
+        t = self.config.timeouts
+        hard = t.first_token_s
+        if t.first_token_slo_factor <= 0:
+            return hard, "timeout"
+        slo_s = live.arrival + t.first_token_slo_factor * live.info.ttft_slo - self.clock()
+        soft = max(1.0, slo_s)
+        return (soft, "slow") if soft < hard else (hard, "timeout")
+
     async def _until_first_token(
-        self, backend: Backend, body: bytes, path: str, stream: bool
+        self, backend: Backend, body: bytes, path: str, stream: bool, live: _Live | None = None
     ) -> tuple[UpstreamStream, Any, list[bytes], EventScanner]:
         scanner = EventScanner(keep=not stream)
         first: list[bytes] = []
         resp: UpstreamStream | None = None
+        limit, kind = self._attempt_timeout(live) if live is not None else (self.config.timeouts.first_token_s,
+                                                                            "timeout")
         try:
-            async with asyncio.timeout(self.config.timeouts.first_token_s):
+            async with asyncio.timeout(limit):
                 resp = await open_stream(self.upstream, backend.url + path, body)
                 it = resp.chunks()
                 async for chunk in it:
@@ -640,8 +655,7 @@ class Gateway:
             if resp is not None:
                 await resp.aclose()
             raise UpstreamFailure(
-                "timeout", f"no first token from {backend.url} within {self.config.timeouts.first_token_s:g} s",
-                retryable=True, status=504,
+                kind, f"no first token from {backend.url} within {limit:.3g} s", retryable=True, status=504,
             ) from None  # fmt: skip
         except BaseException:
             if resp is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 DEAD_AT_ONCE = frozenset({"connect"})  # failure kinds that say the backend itself is down
+NO_STRIKE = frozenset({"slow"})  # a request re-routed for waiting past its SLO: the backend may just be loaded
 
 
 @dataclass
@@ -31,6 +32,8 @@ class Breaker:
         if kind in DEAD_AT_ONCE:
             self._strikes.pop(sid, None)
             return True
+        if kind in NO_STRIKE:
+            return False
         seen = self._strikes.setdefault(sid, [])
         if rid not in seen:
             seen.append(rid)

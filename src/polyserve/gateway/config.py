@@ -59,7 +59,10 @@ class ApiKey:
 @dataclass(frozen=True)
 class Timeouts:
     connect_s: float = 2.0  # TCP connect to a backend; a refused or timed-out connect marks it dead
-    first_token_s: float = 120.0  # dispatch to first token (queueing in the engine included)
+    first_token_s: float = 120.0  # dispatch to first token (queueing in the engine included), at most
+    # one attempt also gives up once the request has waited first_token_slo_factor x its TTFT SLO (at least
+    # 1 s), and is re-routed: a hung backend holds a request seconds, not minutes (0: no such limit)
+    first_token_slo_factor: float = 2.0
     idle_s: float = 30.0  # longest silence between two chunks of a stream before it counts as stalled
     scrape_s: float = 2.0  # one GET /metrics
 
@@ -144,6 +147,7 @@ class GatewayConfig:
             ("timeouts.first_token_s", self.timeouts.first_token_s, 1e-3),
             ("timeouts.idle_s", self.timeouts.idle_s, 1e-3),
             ("timeouts.scrape_s", self.timeouts.scrape_s, 1e-3),
+            ("timeouts.first_token_slo_factor", self.timeouts.first_token_slo_factor, 0.0),
             ("engine.time_scale", self.engine.time_scale, 1e-9),
             ("engine.kv_link_gbps", self.engine.kv_link_gbps, 1e-9),
         ):
@@ -304,7 +308,7 @@ def config_from_dict(doc: Any, source: str = "<config>", base_dir: Path | None =
         t = doc["timeouts"]
         if not isinstance(t, dict):
             raise ConfigError(f"{src}: timeouts: must be a mapping (connect_s, first_token_s, idle_s, scrape_s)")
-        allowed = {"connect_s", "first_token_s", "idle_s", "scrape_s"}
+        allowed = {"connect_s", "first_token_s", "idle_s", "scrape_s", "first_token_slo_factor"}
         _check_keys(src, "timeouts.", t, allowed)
         kw["timeouts"] = Timeouts(**{k: float(_num(src, f"timeouts.{k}", v)) for k, v in t.items()})
     if "engine" in doc:
