@@ -37,3 +37,22 @@ def test_disaggregated_engines_run_the_simulators_scheduler_of_their_role():
     assert engine_policy_for("polyserve", role="prefill") == ("edf", None)  # a prefill server: EDF on TTFT
     assert engine_policy_for("polyserve", role="decode") == ("deadline", None)
     assert engine_policy_for("minimal", role="decode") == ("fcfs", None)
+
+
+def test_up_config_takes_every_gateway_setting_from_a_file_but_backends(tmp_path):
+    from polyserve.gateway.config import BackendSpec
+    from polyserve.up import UpSpec, up_config
+
+    f = tmp_path / "gw.yaml"
+    f.write_text("api_keys: [{key: sk-a, tiers: [t50, t100]}]\nmax_body_bytes: 1000\nretries: 0\nshedding: false\n")
+    backends = (BackendSpec("http://127.0.0.1:9001", deadlines=True),)
+    cfg = up_config(UpSpec(engines=1, config_path=str(f)), "llama-3.1-8b", backends)
+    assert cfg.api_keys[0].key == "sk-a" and cfg.max_body_bytes == 1000 and cfg.retries == 0
+    assert not cfg.shedding and cfg.backends == backends and cfg.policy == "polyserve"
+    assert up_config(UpSpec(engines=1), "llama-3.1-8b", backends).shedding, "shedding is on by default"
+    f.write_text("backends: [http://x]\n")
+    with pytest.raises(ConfigError, match="backends: set by polyserve up itself"):
+        up_config(UpSpec(engines=1, config_path=str(f)), "llama-3.1-8b", backends)
+    f.write_text("retries: many\n")
+    with pytest.raises(ConfigError, match=r"gw\.yaml: retries: must be an integer"):
+        up_config(UpSpec(engines=1, config_path=str(f)), "llama-3.1-8b", backends)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from polyserve.engine.config import DEADLINE_POLICIES, EngineConfig
 from polyserve.gateway.actuator import LocalEngineActuator
 from polyserve.gateway.backend import Backend
-from polyserve.gateway.config import BackendSpec, EngineSpec, GatewayConfig
+from polyserve.gateway.config import BackendSpec, GatewayConfig
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class UpSpec:
     log_level: str = "warning"
     engine_scheduler: str = "auto"  # auto: the policy's choice; else an engine --scheduling-policy
     policy_options: tuple[tuple[str, object], ...] = ()  # the router's keyword options
+    config_path: str | None = None  # a gateway config: every setting but backends, model and engine (up's own)
     prefill_engines: int = 0  # > 0: disaggregated, the first this many engines prefill, the rest decode
     kv_link_gbps: float = 400.0  # disaggregated: the emulated KV hand-off link
 
@@ -74,6 +75,41 @@ def engine_policy_for(policy: str, override: str = "auto", role: str = "mixed") 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+UP_OWNS = ("backends", "model", "engine")  # what polyserve up decides itself, whatever a --config says
+
+
+def up_config(spec: UpSpec, model: str, backends: tuple[BackendSpec, ...]) -> GatewayConfig:
+    """The gateway config of ``polyserve up``: its flags, or ``--config FILE`` for every other setting (API keys,
+    body limits, retries, timeouts, shedding, ...). Raises ``ConfigError`` naming the file and field, and for
+    a key ``up`` decides itself (``backends``, ``model``, ``engine``)."""
+    from polyserve.core.errors import ConfigError
+    from polyserve.gateway.config import config_from_dict, read_config_doc
+
+    engine = {"model": spec.model, "gpu": spec.gpu, "time_scale": spec.time_scale, "kv_link_gbps": spec.kv_link_gbps}
+    doc: dict = {"policy": spec.policy, "policy_options": dict(spec.policy_options), "shedding": spec.shedding}
+    if spec.tiers_path:
+        doc["tiers"] = spec.tiers_path
+    if spec.default_tier:
+        doc["default_tier"] = spec.default_tier
+    base = None
+    if spec.config_path:
+        from pathlib import Path
+
+        path = Path(spec.config_path)
+        fdoc = read_config_doc(path)
+        if not isinstance(fdoc, dict):
+            raise ConfigError(f"{path}: must be a mapping of gateway settings")
+        for k in UP_OWNS:
+            if k in fdoc:
+                raise ConfigError(f"{path}: {k}: set by polyserve up itself (its --engines, --model, --gpu, "
+                                  f"--time-scale flags); remove it from the file")
+        doc = {**doc, **fdoc}  # the file wins over up's defaults
+        base = path.parent
+    doc.update(model=model, backends=[{"url": b.url, "deadlines": b.deadlines, "role": b.role} for b in backends],
+               engine=engine)
+    return config_from_dict(doc, spec.config_path or "polyserve up", base)
 
 
 def run_up(spec: UpSpec) -> None:
@@ -121,23 +157,11 @@ def run_up(spec: UpSpec) -> None:
                              + (f", token budget {c.max_num_batched_tokens}" if c.max_num_batched_tokens else "")
                              + ("; the gateway forwards each request's deadlines"
                                 if c.scheduling_policy in DEADLINE_POLICIES else "") + "\n")
-        config = GatewayConfig(
-            model=ecfg.name,
-            backends=tuple(BackendSpec(started[i].url,  # type: ignore[attr-defined]
-                                       deadlines=cfgs[roles[i]].scheduling_policy in DEADLINE_POLICIES,
-                                       role=roles[i])
-                           for i in range(spec.engines)),
-            tiers_path=spec.tiers_path,
-            default_tier=spec.default_tier,
-            policy=spec.policy,
-            policy_options=dict(spec.policy_options),
-            shedding=spec.shedding,
-            # the router predicts with the engine's default budget, as in the simulator (a policy's token
-            # budget is its engine scheduler's, not the fleet's)
-            engine=EngineSpec(model=spec.model, gpu=spec.gpu, time_scale=spec.time_scale,
-                              kv_link_gbps=spec.kv_link_gbps),
-            source="polyserve up",
-        )
+        backend_specs = tuple(BackendSpec(started[i].url,  # type: ignore[attr-defined]
+                                          deadlines=cfgs[roles[i]].scheduling_policy in DEADLINE_POLICIES,
+                                          role=roles[i])
+                              for i in range(spec.engines))
+        config = up_config(spec, ecfg.name, backend_specs)
         backends = [Backend(i, b.url, b.priority, deadlines=b.deadlines) for i, b in enumerate(config.backends)]
         actuator = LocalEngineActuator(
             backends, lambda sid: launch_engine(cfgs[roles[sid]], host=spec.host), started, stop_idle=spec.stop_idle

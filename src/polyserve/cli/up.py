@@ -48,6 +48,11 @@ def up(
             "request's deadlines forwarded) | fcfs | priority | deadline | edf",
         ),
     ] = "auto",
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Gateway config file (YAML/TOML) for every other setting: api_keys, "
+                     "max_body_bytes, retries, timeouts, shedding, ... (not backends, model or engine)", dir_okay=False),
+    ] = None,
     policy_option: Annotated[
         list[str] | None,
         typer.Option("--policy-option", help="Router option KEY=VALUE, repeatable (as for simulate)"),
@@ -80,6 +85,7 @@ def up(
                 log_level=log_level,
                 engine_scheduler=engine_scheduler,
                 prefill_engines=prefill_engines,
+                config_path=str(config) if config else None,
                 policy_options=tuple(parse_policy_options(policy_option).items()),
                 kv_link_gbps=kv_link_gbps,
             )

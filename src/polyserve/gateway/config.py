@@ -334,6 +334,12 @@ def config_from_dict(doc: Any, source: str = "<config>", base_dir: Path | None =
 def load_config(path: str | Path) -> GatewayConfig:
     """Read a YAML or TOML gateway config. ``ConfigError`` names the file and the field for any problem."""
     path = Path(path)
+    return config_from_dict(read_config_doc(path), str(path), path.parent)
+
+
+def read_config_doc(path: str | Path) -> Any:
+    """The parsed document of a YAML or TOML config file (not yet validated)."""
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -352,4 +358,4 @@ def load_config(path: str | Path) -> GatewayConfig:
             raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
     else:
         raise ConfigError(f"{path}: unknown config format; name it .yaml, .yml or .toml")
-    return config_from_dict(doc, str(path), path.parent)
+    return doc
