@@ -1,16 +1,19 @@
 """The live gateway: an OpenAI-compatible front that routes with the simulator's own policy objects.
 
-The router keeps every queue; engines stay SLO-unaware. Each request gets a tier from its SLO headers, the
-policy (``polyserve.policy``, pure and clock-free) places it with the wall clock as ``now``, and the gateway
-feeds the policy's ledger (``polyserve.core.fleet.FleetState``) from what it sent and what has streamed back.
+The router keeps every queue. Each request gets a tier from its SLO headers; the ``FleetDriver``
+(``polyserve.control``, the simulator's own control loop) places it with the policy (``polyserve.policy``, pure
+and clock-free) and the wall clock as ``now``; the gateway feeds the ledger (``polyserve.core.fleet.FleetState``)
+from what it sent and what has streamed back, and forwards each request's deadlines to engines that schedule by
+them. Co-located or disaggregated (prefill and decode engines, emulated KV hand-off).
 
 Reading guide:
 - ``config``     ``GatewayConfig`` and ``load_config(path)`` (YAML or TOML), validated in one place;
 - ``errors``     ``GatewayError``: an HTTP status with an OpenAI-style body;
 - ``slo``        headers and API keys -> the request's tier and SLOs (400/401/403);
 - ``latency``    the latency model the policy predicts the backends with (time scale included);
-- ``dispatcher`` ``Dispatcher``: drives the router on the wall clock (pending queues, retries, ticks,
-                 scale actions, dead backends), the live twin of ``polyserve.sim.cluster``;
+- ``dispatcher`` ``Dispatcher``: the wall-clock host of the ``FleetDriver`` (futures the handler awaits,
+                 the actuator), as ``polyserve.sim.cluster`` is its virtual-clock host;
+- ``breaker``    when a failed request marks a backend dead (refused at once; else 3 different requests);
 - ``actuator``   ``Actuator`` protocol; ``StaticActuator`` (fixed backends), ``LocalEngineActuator``
                  (local emulated engines, started and stopped as the policy scales);
 - ``backend``    ``Backend`` records, the ``Upstream`` interface (open a stream, classify failures) and its
@@ -20,8 +23,8 @@ Reading guide:
 - ``scrape``     periodic ``/metrics`` scrapes of the backends: cross-check, dead-backend detection;
 - ``metrics``    the gateway's Prometheus metrics (one registry per app);
 - ``app``        ``Gateway``: the ASGI app (``create_gateway_app``);
-- ``server``     serving it with uvicorn (``polyserve gateway``); ``up``: gateway plus local engines
-                 (``polyserve up``); ``process``: start either as a subprocess; ``cli``: the two commands.
+- ``server``     serving it with uvicorn (``polyserve gateway``); ``process``: start it (or ``polyserve up``,
+                 which lives in ``polyserve.up``) as a subprocess; ``cli``: the ``gateway`` command.
 
 Python use::
 
