@@ -289,6 +289,10 @@ class Gateway:
             else:
                 await _send_error(send, GatewayError(
                     404, f"The model `{name}` does not exist; this gateway serves `{self.config.model}`.", "model"))
+        elif path == "/openapi.json" and method == "GET":
+            from polyserve.gateway.openapi import openapi
+
+            await _send(send, 200, json.dumps(openapi(self.config.model, self.tiers.names)).encode(), _JSON)
         elif path == "/metrics" and method == "GET":
             await _send(send, 200, self.metrics.render(), [(b"content-type", CONTENT_TYPE.encode())])
         else:
