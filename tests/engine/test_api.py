@@ -173,6 +173,9 @@ def test_a_prefilled_stream_carries_tokens_two_to_n_without_a_role_chunk_and_usa
         ("/v1/completions", {"prompt": "x", "polyserve_slo": {"ttft_ms": "1", "tpot_ms": 5}}, 400, "polyserve_slo"),
         ("/v1/completions", {"prompt": "x", "polyserve_slo": {"ttft_ms": 10, "tpot_ms": 0}}, 400, "polyserve_slo"),
         ("/v1/completions", {"prompt": "x", "polyserve_kv": {"prefilled": 1}}, 400, "polyserve_kv"),
+        ("/v1/completions", {"prompt": "x", "logprobs": 2}, 400, "logprobs"),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "logprobs": True,
+                                  "top_logprobs": 2}, 400, "logprobs"),
         ("/v1/completions", {"prompt": "x", "max_tokens": 1, "polyserve_kv": {"prefilled": True}}, 400, "max_tokens"),
     ],
 )

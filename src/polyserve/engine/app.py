@@ -192,6 +192,11 @@ def create_engine_app(config: EngineConfig, *, latency_model: object | None = No
             raise RequestError(
                 404, f"The model `{g.model}` does not exist; this engine serves `{config.name}`.", "model"
             )
+        for name in ("logprobs", "top_logprobs"):
+            v = body.get(name)
+            if v not in (None, False, 0):  # say so rather than answer with logprobs silently null
+                raise RequestError(400, f"'{name}' is not supported by the emulated engine (it produces no "
+                                   "token probabilities)", name)
         engine.requests_received += 1
         if config.fail_after is not None and engine.requests_received > config.fail_after:
             raise RequestError(
