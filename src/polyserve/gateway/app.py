@@ -456,37 +456,23 @@ class Gateway:
         info = live.info
         attempts = 0
         while True:
-            try:
-                fut = d.acquire(info)
-                sid = fut.result() if fut.done() else await fut
-            except Shed as e:
-                ra = self.config.retry_after_s
-                what = "overloaded, request shed" if e.status == 429 else "unavailable"
-                await _send_error(send, GatewayError(e.status, f"{what}: {e.reason}", None, ra))
-                return "shed"
-            except Refused as e:
-                await _send_error(send, GatewayError(503, f"no server can serve this request: {e}"))
-                return "failed"
+            sid = await self._placement(send, d.acquire(info))
+            if isinstance(sid, str):
+                return sid
             backend = self.backends[sid]
             try:
-                if not self.actuator.is_ready(sid):
-                    await self.actuator.wait_ready(sid)
+                await self._ready(sid)
                 resp, it, first, scanner = await self._until_first_token(backend, body_for(backend), path, stream,
                                                                          live)
             except UpstreamFailure as f:
-                d.finish(info.rid, None)
-                self.metrics.backend_errors.labels(backend.name, f.kind).inc()
-                if f.retryable and self.breaker.failure(sid, info.rid, f.kind):
-                    d.mark_dead(sid)  # circuit breaker: unroutable until its next good scrape
                 attempts += 1
-                if not f.retryable or attempts > self.config.retries or d.routable_count() == 0:
+                if self._attempt_failed(f, sid, info, attempts):
                     if f.body is not None:
                         await _send(send, f.status, f.body, _JSON)
                     else:
                         msg = f"backend failure: {_public(f.message, backend)}"
                         await _send_error(send, GatewayError(f.status, msg))
                     return "failed"
-                self.metrics.retries.inc()
                 continue
             break
         now = self.clock()
@@ -510,32 +496,18 @@ class Gateway:
         info = live.info
         attempts = 0
         while True:  # ---- prefill leg
-            try:
-                fut = d.acquire(info)
-                sid = fut.result() if fut.done() else await fut
-            except Shed as e:
-                ra = self.config.retry_after_s
-                what = "overloaded, request shed" if e.status == 429 else "unavailable"
-                await _send_error(send, GatewayError(e.status, f"{what}: {e.reason}", None, ra))
-                return "shed"
-            except Refused as e:
-                await _send_error(send, GatewayError(503, f"no server can serve this request: {e}"))
-                return "failed"
+            sid = await self._placement(send, d.acquire(info))
+            if isinstance(sid, str):
+                return sid
             backend = self.backends[sid]
             try:
-                if not self.actuator.is_ready(sid):
-                    await self.actuator.wait_ready(sid)
+                await self._ready(sid)
                 events = await self._prefill_leg(backend, body_for(backend, "prefill"), path)
             except UpstreamFailure as f:
-                d.finish(info.rid, None)
-                self.metrics.backend_errors.labels(backend.name, f.kind).inc()
-                if f.retryable and self.breaker.failure(sid, info.rid, f.kind):
-                    d.mark_dead(sid)
                 attempts += 1
-                if not f.retryable or attempts > self.config.retries:
+                if self._attempt_failed(f, sid, info, attempts):
                     await _send_error(send, GatewayError(f.status, f"backend failure: {_public(f.message, backend)}"))
                     return "failed"
-                self.metrics.retries.inc()
                 continue
             break
         self.breaker.success(sid)
@@ -565,20 +537,14 @@ class Gateway:
                 return await self._fail_after_first(send, live, stream, f"no decode server: {e}")
             backend = self.backends[sid]
             try:
-                if not self.actuator.is_ready(sid):
-                    await self.actuator.wait_ready(sid)
+                await self._ready(sid)
                 resp, it, chunks, scanner = await self._until_first_token(
                     backend, body_for(backend, "decode"), path, stream, live)
             except UpstreamFailure as f:
-                d.finish(info.rid, None)
-                self.metrics.backend_errors.labels(backend.name, f.kind).inc()
-                if f.retryable and self.breaker.failure(sid, info.rid, f.kind):
-                    d.mark_dead(sid)
                 attempts += 1
-                if not f.retryable or attempts > self.config.retries:
+                if self._attempt_failed(f, sid, info, attempts):
                     msg = f"backend failure: {_public(f.message, backend)}"
                     return await self._fail_after_first(send, live, stream, msg)
-                self.metrics.retries.inc()
                 fut = d.reroute_decode(info)
                 continue
             break
@@ -590,6 +556,35 @@ class Gateway:
                                     token_offset=1)
         scanner.events[:0] = [ev for ev in events if is_token_event(ev)]
         return await self._collect(send, live, backend, resp, it, scanner, chat, extra, token_offset=1)
+
+    async def _placement(self, send: Send, fut: asyncio.Future[int]) -> int | str:
+        """The server the driver placed the request on; or, its error answer sent, the outcome (shed/failed)."""
+        try:
+            return fut.result() if fut.done() else await fut
+        except Shed as e:
+            what = "overloaded, request shed" if e.status == 429 else "unavailable"
+            await _send_error(send, GatewayError(e.status, f"{what}: {e.reason}", None, self.config.retry_after_s))
+            return "shed"
+        except Refused as e:
+            await _send_error(send, GatewayError(503, f"no server can serve this request: {e}"))
+            return "failed"
+
+    async def _ready(self, sid: int) -> None:
+        if not self.actuator.is_ready(sid):
+            await self.actuator.wait_ready(sid)
+
+    def _attempt_failed(self, f: UpstreamFailure, sid: int, info: RequestInfo, attempts: int) -> bool:
+        """Account for a failure before the first token (the ledger, the error counter, the circuit breaker);
+        True: give up, since it is not retryable, the retries are spent, or no server is left to retry on."""
+        d = self.dispatcher
+        d.finish(info.rid, None)
+        self.metrics.backend_errors.labels(self.backends[sid].name, f.kind).inc()
+        if f.retryable and self.breaker.failure(sid, info.rid, f.kind):
+            d.mark_dead(sid)  # unroutable until its next good scrape
+        if not f.retryable or attempts > self.config.retries or d.routable_count() == 0:
+            return True
+        self.metrics.retries.inc()
+        return False
 
     async def _prefill_leg(self, backend: Backend, body: bytes, path: str) -> list[bytes]:
         """The whole (one-token) prefill stream's events; ``UpstreamFailure`` if it fails or has no token."""
