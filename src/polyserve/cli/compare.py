@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from polyserve.bench.config import parse_weights  # the --tier-weights parser bench uses too
 from polyserve.cli.options import (
     ColdStart,
     Gpu,
@@ -34,7 +35,6 @@ from polyserve.cli.options import (
     fail,
     parse_floats,
     parse_ints,
-    parse_weights,
 )
 from polyserve.core.errors import PolyServeError
 

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from polyserve import __version__
+from polyserve.bench.config import parse_weights  # the --tier-weights parser bench uses too
 from polyserve.cli.options import (
     Arrival,
     Autoscaler,
@@ -57,7 +58,6 @@ from polyserve.cli.options import (
     err,
     fail,
     parse_policy_options,
-    parse_weights,
 )
 from polyserve.core.errors import PolyServeError
 

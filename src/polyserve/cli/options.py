@@ -62,21 +62,6 @@ def fail(e: Exception) -> None:
     raise typer.Exit(2)
 
 
-def parse_weights(text: str | None) -> dict[str, float] | None:
-    if not text:
-        return None
-    out: dict[str, float] = {}
-    for part in text.split(","):
-        name, sep, val = part.partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            out[name.strip()] = float(val)
-        except ValueError:
-            raise PolyServeError(f"--tier-weights: expected NAME=WEIGHT[,NAME=WEIGHT...], got {part!r}") from None
-    return out
-
-
 def parse_policy_options(items: list[str] | None) -> dict[str, object]:
     """``KEY=VALUE`` pairs: true/false become booleans, numbers numbers, anything else stays a string."""
     out: dict[str, object] = {}

@@ -68,13 +68,11 @@ class Dispatcher(HostBase):
         self.clock = clock
         self.t0 = clock()
         self.on_scale = on_scale
-        self.shed = shed
         roles = roles or ["mixed"] * n_servers
         if len(roles) != n_servers:
             raise ValueError(f"{len(roles)} roles for {n_servers} servers")
         self.disaggregated = any(r != "mixed" for r in roles)
         self.fleet = FleetState(tiers, config, model, roles)  # type: ignore[arg-type]
-        self.tiered = router.tiered
         self._futures: dict[int, asyncio.Future[int]] = {}
         self.driver = FleetDriver(
             self.fleet, router, self, LostCauseTest(model, config.max_num_seqs, config.max_num_batched_tokens),
