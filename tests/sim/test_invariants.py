@@ -280,3 +280,36 @@ def test_slack_matches_every_token_recorded(wl, cfg, kind):
         assert r.worst_slack[i] == later
         assert r.finish[i] == ts[-1] and r.first_token[i] == ts[0]
         assert (r.status[i] == ATTAINED) == (min(slacks) >= 0)
+
+
+# ---- the dynamic chunk budget's deadline index == a scan of the batch -------------------------------------
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(wl=workloads(max_n=30), cfg=_cases(), kind=st.sampled_from(["blis", "tiny_kv"]),
+       probe=st.lists(st.integers(-50_000_000, 50_000_000), min_size=1, max_size=4))
+def test_deadline_index_matches_a_scan_of_the_batch(wl, cfg, kind, probe):
+    """``Instance._next_deadline`` reads per-TPOT sorted lists; at every budget decision, and at times around
+    it (so deadlines already missed are crossed), it must agree with a scan of every decoding request."""
+    orig = instance_mod.Instance._dynamic_budget
+
+    def scan(inst, now):
+        tight = nxt = instance_mod.INF
+        for req in inst.decoding.values():
+            dl = req.K + (inst.C + 1) * req.tpot
+            if dl < now or (req.ttft_slack is not None and req.ttft_slack < 0):
+                continue
+            nxt = min(nxt, dl)
+            tight = min(tight, req.tpot)
+        return nxt, tight
+
+    def checked(self, n, now):
+        for t in [now, *(now + d for d in probe)]:
+            assert self._next_deadline(t) == scan(self, t)
+        return orig(self, n, now)
+
+    instance_mod.Instance._dynamic_budget = checked
+    try:
+        simulation(wl, _model(kind), fast=True, scheduler="polyserve-dynamic", **cfg).run()
+    finally:
+        instance_mod.Instance._dynamic_budget = orig

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
@@ -90,6 +90,10 @@ class Instance:
         self.ready: deque[SimRequest] = deque()  # decode role: KV arrived, waiting for a decode seat
         self.prefilling: list[SimRequest] = []
         self.decoding: dict[int, SimRequest] = {}
+        # per TPOT (ns): sorted deadline offsets K of the decoding requests that have not missed their first
+        # token (token j of such a request is due at K + j * tpot), so the dynamic chunk budget finds the
+        # next deadline in O(tiers log n) instead of a scan of the whole batch every iteration
+        self._k_by_s: dict[int, list[int]] = {}
         self._fin: list[tuple[int, int, SimRequest]] = []
         self._n_by_s: dict[int, int] = {}
         self._tracks: dict[int, SlackTrack] = {}
@@ -381,6 +385,8 @@ class Instance:
         s = req.tpot
         req.K = req.arrival + req.ttft + (req.g0 - c0 - 1) * s
         self.decoding[req.rid] = req
+        if req.ttft_slack is None or req.ttft_slack >= 0:
+            insort(self._k_by_s.setdefault(s, []), req.K)
         heapq.heappush(self._fin, (c0 + req.output_tokens - req.g0, req.rid, req))
         self.kv_decode += req.prefill_target
         cnt = self._n_by_s.get(s)
@@ -395,6 +401,9 @@ class Instance:
         """Remove a decoding request; settle its token count and worst slack. Returns the KV it held."""
         del self.decoding[req.rid]
         s = req.tpot
+        if req.ttft_slack is None or req.ttft_slack >= 0:
+            ks = self._k_by_s[s]
+            del ks[bisect_left(ks, req.K)]
         done = self.C - req.c0
         if done > 0:
             m = self._tracks[s].min_from(req.c0 + 1)
@@ -603,20 +612,26 @@ class Instance:
         self.version += 1
         self.host.schedule_step(self, end)
 
+    def _next_deadline(self, now: int) -> tuple[float, float]:
+        """(the earliest next-token deadline not already missed, the tightest TPOT among those requests), ns;
+        (INF, INF) when every decoding request has missed. Requests that missed their first token are not in
+        the index: nothing is left to protect for them."""
+        tight = nxt = INF
+        C1 = self.C + 1
+        for s, ks in self._k_by_s.items():
+            i = bisect_left(ks, now - C1 * s)  # the first K whose next deadline K + C1 * s >= now
+            if i < len(ks):
+                dl = ks[i] + C1 * s
+                if dl < nxt:
+                    nxt = dl
+                if s < tight:
+                    tight = s
+        return nxt, tight
+
     def _dynamic_budget(self, n: int, now: int) -> int:
         if n == 0:
             return self._budget  # no decode token to protect: the static budget
-        tight = INF
-        nxt = INF
-        C1 = self.C + 1
-        for req in self.decoding.values():
-            dl = req.K + C1 * req.tpot  # deadline of its next token, ns
-            if dl < now or (req.ttft_slack is not None and req.ttft_slack < 0):
-                continue  # already missed a deadline: nothing left to protect
-            if dl < nxt:
-                nxt = dl
-            if req.tpot < tight:
-                tight = req.tpot
+        nxt, tight = self._next_deadline(now)
         if nxt == INF:
             return self._budget - n
         info = BatchInfo(
