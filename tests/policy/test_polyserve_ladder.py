@@ -295,3 +295,23 @@ def test_prefill_admission_counts_the_kv_hand_off_before_the_second_token():
                       ["prefill", "decode"])
     activate(slow, 0, None)
     assert router(prefill_slack_share=1.0, adaptive_split=False).route(r, slow, 0.55, "prefill").action == "pending"
+
+
+# ---- rebalancing: a router backlog is demand ----------------------------------------------------------------
+@pytest.mark.parametrize("backlog", [True, False])
+def test_rebalance_moves_a_server_to_a_tier_whose_requests_queue_in_the_router(backlog):
+    """Equal arrival rates in t20 and t100 (the rate estimate asks for no move), but 1,000 t100 requests wait
+    in the router: with ``rebalance_backlog`` that queue is demand (1,000 / 256 seats = 3.9 servers), so the
+    tick drains a t20 server for t100; without it the estimate alone moves nothing."""
+    r = router(rebalance_backlog=backlog)
+    f = build(4, {0: (T20, 2), 1: (T20, 2), 2: (T100, 10), 3: (T100, 10)})
+    for k in range(30):  # arrivals the router sees (decisions not applied: the fleet stays as built)
+        r.route(req(k, T20, arrival=float(k)), f, float(k), "mixed")
+        r.route(req(100 + k, T100, arrival=float(k)), f, float(k), "mixed")
+    f.pending[T100].extend(req(1000 + k, T100, arrival=29.0) for k in range(1000))
+    moves = [a for a in r.tick(f, 30.0) if a.reason.startswith("rebalance")]
+    if backlog:
+        assert [(a.server in (0, 1), a.activate, a.reason.split(" (")[0]) for a in moves] == [
+            (True, False, "rebalance: tier t20 -> tier t100")]
+    else:
+        assert moves == []

@@ -50,6 +50,9 @@ The algorithm (``../shared/design/polyserve.md`` §2; choices the paper leaves o
    *Ours*, ``adaptive_split``: disaggregated prefill and decode servers share one idle pool, so an idle
    server becomes a prefill or a decode server as demand asks; once the pool is empty, the rebalancer
    (``tick``) also moves servers between the prefill pool and the decode tiers by measured demand.
+   *Ours*, ``rebalance_backlog``: the rebalancer's demand of a tier is its arrival rate times the server-seconds
+   a request costs, plus the requests waiting for it in the router in servers' worth of seats: the rate
+   estimate lags and runs low, and a queue is demand whatever the estimate says.
 4. **Scale-down** (``tick``): every ``scale_down_period_s``, each active server that has been empty for
    ``scale_down_hysteresis_s`` goes back to the idle pool. The gradient is what empties them.
 
@@ -103,6 +106,10 @@ class PolyServeOptions:
     # rebalance: the busy share a prefill server is sized for (TTFT queueing); measured (Azure conversation,
     # 32 x H100, disaggregated, 150 s probes, seed 0): tail-bounded goodput 275.6 req/s at 0.6, 280.3 at 0.9
     prefill_target_util: float = 0.9
+    # rebalance: a tier's router backlog counts as demand, in servers' worth of its seats (ours); measured
+    # (150 s probes, 50 s warm-up, seed 0, tail-bounded): conversation disaggregated 287.4 -> 289.8 req/s,
+    # co-located 315.9 -> 318.7; code trace disaggregated 560.4 -> 578.0, co-located 541.9 both
+    rebalance_backlog: bool = True
 
 
 PREFILL = -1  # the prefill pool's key where tier indices are used (rebalancing, reservations)
@@ -440,6 +447,13 @@ class PolyServeRouter(RouterBase):
             del self._seen[rid]
         return out
 
+    def seats(self, fleet: FleetState, tier: int) -> int:
+        """Requests one server of ``tier`` can batch within its TPOT (no KV term): at least 1."""
+        c = self.cost(fleet)
+        s = fleet.tiers[tier].tpot_ms / 1e3 * self.o.tpot_headroom
+        n = int((s - c.b0) / c.b2) if c.b2 > 0 else fleet.config.max_num_seqs
+        return max(1, min(n, fleet.config.max_num_seqs))
+
     def prefill_demand(self, fleet: FleetState, now: float) -> float:
         """Prefill servers needed now (disaggregated): prompt tokens per second over the window times the
         prefill cost per token, over ``prefill_target_util`` (a prefill server must keep room for TTFT
@@ -452,6 +466,39 @@ class PolyServeRouter(RouterBase):
         reqs = sum(len(q) for q in self._arrivals)
         busy = (c.b1 * tokens + c.b0 * reqs / 8) / span  # b0 amortised over batches of a few prompts
         return busy / self.o.prefill_target_util
+
+    def _plan(
+        self, fleet: FleetState, now: float, role: str, pool: list[ServerState]
+    ) -> tuple[list[float], list[float], list[int]] | None:
+        """Demand, target and current allocation per pool of ``role``'s servers ``pool`` (index ``ntiers``: the
+        prefill pool, disaggregated with ``adaptive_split``); None when there is no demand yet.
+
+        Demand is ``demand`` plus (``rebalance_backlog``) the tier's router backlog in servers' worth of seats:
+        the rate estimate lags and runs low (the learned output mean is biased to short requests early on),
+        and a tier whose requests queue in the router needs more servers whatever the estimate says. Targets
+        scale the demand to the pool only when it asks for more than there is."""
+        ntiers = len(fleet.tiers)
+        need = self.demand(fleet, now, role)
+        if self.o.rebalance_backlog:
+            pend = fleet.pending_decode if role == "decode" else fleet.pending
+            for t in range(ntiers):
+                if pend[t]:
+                    need[t] += len(pend[t]) / self.seats(fleet, t)
+        if role == "decode" and self.o.adaptive_split:
+            need.append(self.prefill_demand(fleet, now))
+        total = sum(need)
+        if total <= 0:
+            return None
+        n = len(pool)
+        target = [x * n / total for x in need] if total > n else need
+        alloc = [0] * len(need)
+        for s in pool:
+            if s.active and not s.draining:
+                if s.role == "prefill":
+                    alloc[ntiers] += 1
+                elif s.tier is not None:
+                    alloc[s.tier] += 1
+        return need, target, alloc
 
     def _rebalance(self, fleet: FleetState, now: float) -> list[ScaleAction]:
         """With the idle pool empty, drain the tail server of the pool most above its demand so the pool
@@ -468,22 +515,10 @@ class PolyServeRouter(RouterBase):
             pool = [s for s in fleet.servers if s.role in roles]
             if not any(s.role == role for s in pool) or any(not s.active for s in pool):
                 continue
-            need = self.demand(fleet, now, role)
-            with_prefill = "prefill" in roles
-            if with_prefill:
-                need.append(self.prefill_demand(fleet, now))
-            total = sum(need)
-            if total <= 0:
+            plan = self._plan(fleet, now, role, pool)
+            if plan is None:
                 continue
-            n = len(pool)
-            target = [x * n / total for x in need] if total > n else need
-            alloc = [0] * len(need)
-            for s in pool:
-                if s.active and not s.draining:
-                    if s.role == "prefill":
-                        alloc[ntiers] += 1
-                    elif s.tier is not None:
-                        alloc[s.tier] += 1
+            need, target, alloc = plan
             gaps = [target[t] - alloc[t] for t in range(len(alloc))]
             recv = max(range(len(gaps)), key=lambda t: gaps[t])
             donor = min(range(len(gaps)), key=lambda t: gaps[t])
