@@ -70,9 +70,16 @@ async def resolve_model(client: httpx.AsyncClient, cfg: BenchConfig) -> str:
         raise BenchError(f"no --model given and {url} did not list one ({e!r}); pass --model NAME") from None
 
 
+KEEPALIVE_EXPIRY_S = 2.0  # below the 5 s after which uvicorn (vLLM, the emulated engine) closes idle connections
+
+
 def default_client(cfg: BenchConfig) -> httpx.AsyncClient:
-    """No connection limit beyond --max-concurrency; no read timeout (each request has --timeout)."""
-    limits = httpx.Limits(max_connections=cfg.max_concurrency, max_keepalive_connections=cfg.max_concurrency)
+    """No connection limit beyond --max-concurrency; no read timeout (each request has --timeout). Idle
+    connections are dropped after ``KEEPALIVE_EXPIRY_S``, well before a uvicorn server (vLLM's, 5 s) drops
+    them: a request sent on a connection the server is closing at that moment is lost in flight (a reset),
+    and the benchmark would count the server's keep-alive timer as its failure."""
+    limits = httpx.Limits(max_connections=cfg.max_concurrency, max_keepalive_connections=cfg.max_concurrency,
+                          keepalive_expiry=KEEPALIVE_EXPIRY_S)
     return httpx.AsyncClient(timeout=httpx.Timeout(None, connect=30.0), limits=limits)
 
 

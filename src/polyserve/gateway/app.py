@@ -267,6 +267,14 @@ class Gateway:
             return
         if kind != "http":
             return
+        try:
+            await self._http(scope, receive, send)
+        except Exception:  # a bug: still an OpenAI-shaped answer (if none was started) and a log line, never
+            log.exception("internal error serving %s %s", scope.get("method"), scope.get("path"))  # plain text
+            with contextlib.suppress(Exception):
+                await _send_error(send, GatewayError(500, "internal error in the gateway (see its log)"))
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.ensure_started()
         path = scope["path"]
         method = scope["method"]
@@ -311,23 +319,37 @@ class Gateway:
 
     # ---- generation ---------------------------------------------------------------------------------------
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
+        """The whole body, within ``max_body_bytes`` (413) and ``timeouts.request_body_s`` (408); both close the
+        connection, since the rest of the body is not read."""
         limit = self.config.max_body_bytes
         cl = headers.get("content-length")
         if cl is not None and cl.isdigit() and int(cl) > limit:
-            raise GatewayError(413, f"request body of {cl} bytes is over the limit of {limit} bytes")
+            raise GatewayError(413, f"request body of {cl} bytes is over the limit of {limit} bytes", close=True)
+        msg = await receive()
+        if msg["type"] == "http.request" and not msg.get("more_body", False):  # the usual case: one message
+            body = msg.get("body", b"")
+            if len(body) > limit:
+                raise GatewayError(413, f"request body is over the limit of {limit} bytes", close=True)
+            return body
         parts: list[bytes] = []
         size = 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise GatewayError(400, "client disconnected while sending the body")
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise GatewayError(413, f"request body is over the limit of {limit} bytes")
-            parts.append(chunk)
-            if not msg.get("more_body", False):
-                return b"".join(parts) if len(parts) != 1 else parts[0]
+        wait = self.config.timeouts.request_body_s
+        try:
+            async with asyncio.timeout(wait):
+                while True:
+                    if msg["type"] == "http.disconnect":
+                        raise GatewayError(400, "client disconnected while sending the body")
+                    chunk = msg.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise GatewayError(413, f"request body is over the limit of {limit} bytes", close=True)
+                    parts.append(chunk)
+                    if not msg.get("more_body", False):
+                        return b"".join(parts)
+                    msg = await receive()
+        except TimeoutError:
+            raise GatewayError(408, f"request body not received within {wait:g} s (timeouts.request_body_s)",
+                               close=True) from None
 
     def _check(self, raw: bytes, chat: bool) -> tuple[dict[str, Any], GenerationRequest]:
         """The body as JSON and the fields the gateway reads (the engine's parser: same rules, same errors)."""
@@ -374,6 +396,9 @@ class Gateway:
             self.metrics.outcome(tier_label, "rejected")
             await _send_error(send, e)
             return
+        except Exception:
+            self.metrics.outcome(tier_label, "failed")  # counted; the caller answers 500
+            raise
         # ---- accepted ----
         self.accepted += 1
         self.metrics.accepted.labels(tier_label).inc()
@@ -829,6 +854,7 @@ def _first_token_events(events: list[bytes], chat: bool) -> tuple[bytes, bytes]:
 
 
 async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]  # not chunked: one frame, fewer bytes
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -837,6 +863,8 @@ async def _send_error(send: Send, e: GatewayError) -> None:
     headers = list(_JSON)
     if e.retry_after is not None:
         headers.append((b"retry-after", str(max(1, round(e.retry_after))).encode()))
+    if e.close:
+        headers.append((b"connection", b"close"))
     await _send(send, e.status, e.body(), headers)
 
 

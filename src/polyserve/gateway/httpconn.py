@@ -1,0 +1,85 @@
+"""``GuardedH11Protocol``: uvicorn's HTTP/1.1 connection handling with the limits a public endpoint needs.
+
+uvicorn's h11 protocol times a connection only while it is idle *after* a response: a client that opens a
+connection and sends nothing, or sends a request's head a byte at a time (slowloris), or one byte after a
+response (which disarms the idle timer), holds the connection, and its memory, forever. Its answer to a
+malformed request is a plain-text 400, unlike every other error of the gateway. This subclass adds:
+
+- a fresh connection is idle too: closed after ``keep_alive_s`` if no byte comes;
+- a request's head (request line and headers) must be whole within ``head_s`` of its first byte, else
+  ``408`` and the connection is closed (the body has its own limit, ``timeouts.request_body_s``, enforced by the
+  app, which is reading it by then);
+- a malformed request (bad request line, header, framing; headers over h11's 16 KiB) is a ``400`` with an
+  OpenAI-shaped JSON body, and the connection is closed, as uvicorn does.
+
+Nothing here touches a request once its head is parsed: the app answers everything after that. Failure
+modes: none raised; a connection that breaks the rules is answered (when the protocol state allows) and
+closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from polyserve.gateway.errors import error_body
+
+
+def raw_error(status: int, reason: str, message: str) -> bytes:
+    """A whole HTTP/1.1 error response that closes the connection, written without h11 (whose state may not
+    allow a response: no request was parsed)."""
+    body = json.dumps(error_body(status, message)).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            "connection: close\r\n\r\n").encode()
+    return head + body
+
+
+class GuardedH11Protocol(H11Protocol):
+    """Build with ``guarded_protocol(head_s)`` (uvicorn instantiates the class itself)."""
+
+    head_s: float = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer: asyncio.TimerHandle | None = None
+        # idle from the start: uvicorn arms its keep-alive timer only after a first response
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # cancels the keep-alive timer, parses, starts the app on a whole head
+        state = self.conn.their_state
+        if state is h11.IDLE and self.conn.trailing_data[0] and not self.transport.is_closing():
+            if self._head_timer is None:  # part of a head is in: it has head_s from its first byte
+                self._head_timer = self.loop.call_later(self.head_s, self._head_timeout)
+        elif self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        msg = f"request head (request line and headers) not received within {self.head_s:g} s"
+        self.transport.write(raw_error(408, "Request Timeout", msg))
+        self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """h11 could not parse the request: a JSON 400, then close (uvicorn's own is plain text)."""
+        self.transport.write(raw_error(400, "Bad Request", "invalid HTTP request: malformed request line, "
+                                                           "header or body framing, or headers over 16 KiB"))
+        self.transport.close()
+
+
+def guarded_protocol(head_s: float) -> type[Any]:
+    """The protocol class for ``uvicorn.Config(http=...)`` with this head limit."""
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), {"head_s": head_s})
