@@ -39,9 +39,10 @@ import itertools
 import json
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -58,6 +59,7 @@ from polyserve.gateway.backend import (
     make_client,
     open_stream,
 )
+from polyserve.gateway.batch import BatchMerger
 from polyserve.gateway.breaker import Breaker
 from polyserve.gateway.config import GatewayConfig
 from polyserve.gateway.dispatcher import Dispatcher, Refused, Shed
@@ -199,6 +201,8 @@ class Gateway:
         )
         self.created = int(time.time())
         self._ids = itertools.count()
+        self._batch_ids = itertools.count()
+        self._salt = secrets.token_hex(6)  # per process: a batch's response id is unique across gateways
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.accepted = 0
@@ -399,7 +403,44 @@ class Gateway:
         except Exception:
             self.metrics.outcome(tier_label, "failed")  # counted; the caller answers 500
             raise
-        # ---- accepted ----
+        if g.batch:
+            await self._serve_batch(receive, send, body, g, slo, tier_label, arrival, chat, scope["path"])
+            return
+        live, body_for = self._accept(body, g, slo, tier_label, arrival)
+        main = asyncio.current_task()
+        assert main is not None
+        watcher = self._watch(receive, live, main)
+        outcome = "failed"
+        try:
+            outcome = await self._serve(send, live, body_for, chat, g.stream, scope["path"])
+        except asyncio.CancelledError:
+            if not live.gone:
+                raise
+            main.uncancel()
+            self.metrics.disconnects.inc()
+        finally:
+            watcher.cancel()
+            self.dispatcher.finish(live.info.rid, None)  # no-op if already finished; frees a pending or running slot
+            self.metrics.outcome(tier_label, outcome)
+
+    def _watch(self, receive: Receive, holder: Any, main: asyncio.Task[Any]) -> asyncio.Task[None]:
+        """Listen for the client going away while it is served: ``holder.gone`` set and ``main`` cancelled,
+        unless ``holder.complete`` (its last bytes are being sent)."""
+
+        async def watch() -> None:
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    if not holder.complete:
+                        holder.gone = True
+                        main.cancel()
+                    return
+
+        return asyncio.get_running_loop().create_task(watch())
+
+    def _accept(self, body: dict[str, Any], g: GenerationRequest, slo: Any, tier_label: str, arrival: float
+                ) -> tuple[_Live, Callable[..., bytes]]:  # fmt: skip
+        """Count one accepted request; its ``_Live`` record and the builder of its upstream bodies."""
         self.accepted += 1
         self.metrics.accepted.labels(tier_label).inc()
         rid = next(self._ids)
@@ -420,9 +461,10 @@ class Gateway:
         prio = None
         clock = self.clock
 
-        def body_for(b: Backend, leg: str = "whole") -> bytes:
+        def body_for(b: Backend, leg: str = "whole", handoff: dict[str, Any] | None = None) -> bytes:
             """``leg``: the whole request (co-located), or the ``prefill`` (up to the first token) or the
-            ``decode`` (a hand-off: the KV travels, tokens 2..N) of a disaggregated one."""
+            ``decode`` (a hand-off: the KV travels, tokens 2..N; ``handoff``: the response's id and created,
+            so the decode leg's chunks continue the prefill's response) of a disaggregated one."""
             nonlocal prio
             extra: dict[str, Any] = {}
             if leg == "prefill":
@@ -433,7 +475,7 @@ class Gateway:
             else:
                 base = body
                 if leg == "decode":
-                    extra[KV_FIELD] = {"prefilled": True}
+                    extra[KV_FIELD] = {"prefilled": True, **(handoff or {})}
             if b.deadlines:  # built per attempt: the time left shrinks while the request waits or retries
                 extra[SLO_FIELD] = {"ttft_ms": round((live.deadline0 - clock()) * 1e3, 3), "tpot_ms": slo.tpot_ms}
             if b.priority:
@@ -446,31 +488,48 @@ class Gateway:
                 return prio
             return json.dumps({**base, **extra}).encode()
 
+        return live, body_for
+
+    async def _serve_batch(self, receive: Receive, send: Send, body: dict[str, Any], g: GenerationRequest,
+                           slo: Any, tier_label: str, arrival: float, chat: bool, path: str) -> None:  # fmt: skip
+        """A list of prompts: one request per prompt, each placed and served as any other (and counted: a batch
+        of n is n requests), their answers merged into vLLM's batch answer (``batch.BatchMerger``)."""
+        assert g.batch is not None
+        prompts = body["prompt"]
+        assert isinstance(prompts, list)
+        so = body.get("stream_options")
+        include_usage = bool(g.stream and isinstance(so, dict) and so.get("include_usage"))
+        merger = BatchMerger(len(prompts), g.stream, include_usage, f"cmpl-{self._salt}{next(self._batch_ids):x}",
+                             int(time.time()), [(b"x-polyserve-tier", tier_label.encode())])
+        subs = [self._accept({**body, "prompt": p}, replace(g, prompt_tokens=n, batch=None), slo, tier_label,
+                             arrival) for p, n in zip(prompts, g.batch, strict=True)]  # fmt: skip
+
+        async def one(i: int, live: _Live, body_for: Callable[..., bytes]) -> None:
+            outcome = "failed"
+            try:
+                outcome = await self._serve(merger.sender(i), live, body_for, chat, g.stream, path)
+            finally:
+                self.dispatcher.finish(live.info.rid, None)
+                self.metrics.outcome(tier_label, outcome)
+                merger.ended(i)
+
         main = asyncio.current_task()
         assert main is not None
-
-        async def watch() -> None:
-            while True:
-                msg = await receive()
-                if msg["type"] == "http.disconnect":
-                    if not live.complete:
-                        live.gone = True
-                        main.cancel()
-                    return
-
-        watcher = asyncio.get_running_loop().create_task(watch())
-        outcome = "failed"
+        watcher = self._watch(receive, merger, main)
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(one(i, live, bf)) for i, (live, bf) in enumerate(subs)]
         try:
-            outcome = await self._serve(send, live, body_for, chat, g.stream, scope["path"])
+            await merger.run(send, tasks)
         except asyncio.CancelledError:
-            if not live.gone:
+            if not merger.gone:
                 raise
             main.uncancel()
             self.metrics.disconnects.inc()
         finally:
             watcher.cancel()
-            self.dispatcher.finish(rid, None)  # no-op if already finished; frees a pending or running slot
-            self.metrics.outcome(tier_label, outcome)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # every prompt counted before returning
 
     async def _serve(
         self, send: Send, live: _Live, body_for: Callable[[Backend], bytes], chat: bool, stream: bool, path: str
@@ -538,7 +597,7 @@ class Gateway:
         self.breaker.success(sid)
         live.saw(1, self.clock())
         d.first_token(info.rid, 1)
-        head, first = _first_token_events(events, chat)
+        head, first, identity = _first_token_events(events, chat)
         extra = [(b"x-polyserve-tier", live.tier.encode()), (b"x-polyserve-server", str(sid).encode())]
         if live.max_tokens == 1:  # nothing to decode: the prefill engine's answer is the whole answer
             self._completed(live)
@@ -564,7 +623,7 @@ class Gateway:
             try:
                 await self._ready(sid)
                 resp, it, chunks, scanner = await self._until_first_token(
-                    backend, body_for(backend, "decode"), path, stream, live)
+                    backend, body_for(backend, "decode", identity), path, stream, live)
             except UpstreamFailure as f:
                 attempts += 1
                 if self._attempt_failed(f, sid, info, attempts):
@@ -828,11 +887,13 @@ def events_bytes(events: list[bytes]) -> list[bytes]:
     return [ev + b"\n\n" for ev in events]
 
 
-def _first_token_events(events: list[bytes], chat: bool) -> tuple[bytes, bytes]:
+def _first_token_events(events: list[bytes], chat: bool) -> tuple[bytes, bytes, dict[str, Any]]:
     """From a one-token prefill stream: (the chat role chunk, if any; the first token's event) re-framed so the
-    client's stream goes on: ``finish_reason`` null and no usage (the decode leg sends the real end)."""
+    client's stream goes on: ``finish_reason`` null and no usage (the decode leg sends the real end); and the
+    response's identity (``id``, ``created``), which the decode leg is given so its chunks carry the same."""
     head = b""
     first = b""
+    identity: dict[str, Any] = {}
     for ev in events:
         try:
             doc = json.loads(ev[5:])
@@ -840,6 +901,9 @@ def _first_token_events(events: list[bytes], chat: bool) -> tuple[bytes, bytes]:
             continue
         if not isinstance(doc, dict) or not doc.get("choices"):
             continue  # the usage chunk
+        if not identity:
+            identity = {k: doc[k] for k, kind in (("id", str), ("created", int))
+                        if isinstance(doc.get(k), kind) and not isinstance(doc.get(k), bool)}
         ch = doc["choices"][0]
         piece = (ch.get("delta") or {}).get("content") if chat else ch.get("text")
         if not piece:
@@ -850,7 +914,7 @@ def _first_token_events(events: list[bytes], chat: bool) -> tuple[bytes, bytes]:
         doc.pop("usage", None)
         first = b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
         break
-    return head, first
+    return head, first, identity
 
 
 async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

@@ -12,7 +12,9 @@ final chunk with empty text. A backend that packs several tokens in one event is
 one event per engine step); the count then undercounts and TPOT is overestimated, never the reverse.
 
 ``Aggregator`` builds the non-streaming response from the events of a stream (the gateway always streams
-upstream, so it sees the first token of every request).
+upstream, so it sees the first token of every request), with the chunks' ``logprobs`` concatenated (a real
+engine's: completions' ``tokens``/``token_logprobs``/``top_logprobs``/``text_offset``, whose offsets vLLM
+streams as absolute, and chat's ``content``), so asking for them works without streaming too.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class Aggregator:
         head: dict[str, object] = {}
         usage: object = None
         finish: object = None
+        logprobs: dict[str, list[object]] | None = None  # the chunks' logprobs, concatenated
         for ev in events:
             try:
                 doc = json.loads(ev[5:])
@@ -92,6 +95,12 @@ class Aggregator:
                 piece = ch.get("delta", {}).get("content") if self.chat else ch.get("text")
                 if piece:
                     texts.append(piece)
+                lp = ch.get("logprobs")
+                if isinstance(lp, dict):
+                    logprobs = logprobs if logprobs is not None else {}
+                    for k, v in lp.items():
+                        if isinstance(v, list):
+                            logprobs.setdefault(k, []).extend(v)
                 if ch.get("finish_reason") is not None:
                     finish = ch["finish_reason"]
         text = "".join(texts)
@@ -99,12 +108,12 @@ class Aggregator:
             choice: dict[str, object] = {
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
-                "logprobs": None,
+                "logprobs": logprobs,
                 "finish_reason": finish,
             }
             obj = "chat.completion"
         else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+            choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}
             obj = "text_completion"
         return {
             "id": head.get("id"),
