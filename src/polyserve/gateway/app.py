@@ -55,7 +55,6 @@ from polyserve.gateway.backend import (
     Upstream,
     UpstreamFailure,
     UpstreamStream,
-    classify_read_error,
     make_client,
     open_stream,
 )
@@ -776,23 +775,17 @@ class Gateway:
             await send({"type": "http.response.body", "body": b"".join(first), "more_body": True})
             if not scanner.done:
                 clock = self.clock
-                loop = asyncio.get_running_loop()
-                idle = self.config.timeouts.idle_s
-                # the idle timeout times the upstream reads only (a slow client is not a stalled backend);
-                # enforced here rather than by the HTTP client so it holds over any transport
-                async with asyncio.timeout(loop.time() + idle) as cm:
-                    async for chunk in it:
-                        cm.reschedule(None)
-                        n = scanner.feed(chunk)
-                        if n:
-                            live.saw(n, clock())
-                            d.tokens(rid, scanner.tokens + token_offset)
-                        if scanner.done:
-                            live.complete = True
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                        cm.reschedule(loop.time() + idle)
-        except TimeoutError:
-            failure = classify_read_error(httpx.ReadTimeout("idle"), backend.url)
+                # the idle timeout times the upstream reads only (a slow client is not a stalled backend): the
+                # stream enforces it on its own waits (UpstreamStream.idle_s), with no timer work per chunk
+                resp.idle_s = self.config.timeouts.idle_s
+                async for chunk in it:
+                    n = scanner.feed(chunk)
+                    if n:
+                        live.saw(n, clock())
+                        d.tokens(rid, scanner.tokens + token_offset)
+                    if scanner.done:
+                        live.complete = True
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamFailure as e:
             failure = e
         finally:
@@ -834,17 +827,12 @@ class Gateway:
         try:
             if not scanner.done:
                 clock = self.clock
-                loop = asyncio.get_running_loop()
-                idle = self.config.timeouts.idle_s
-                async with asyncio.timeout(loop.time() + idle) as cm:
-                    async for chunk in it:
-                        n = scanner.feed(chunk)
-                        if n:
-                            live.saw(n, clock())
-                            d.tokens(rid, scanner.tokens + token_offset)
-                        cm.reschedule(loop.time() + idle)
-        except TimeoutError:
-            failure = classify_read_error(httpx.ReadTimeout("idle"), backend.url)
+                resp.idle_s = self.config.timeouts.idle_s
+                async for chunk in it:
+                    n = scanner.feed(chunk)
+                    if n:
+                        live.saw(n, clock())
+                        d.tokens(rid, scanner.tokens + token_offset)
         except UpstreamFailure as e:
             failure = e
         finally:

@@ -45,6 +45,17 @@ class EventScanner:
 
     def feed(self, chunk: bytes) -> int:
         """Account for ``chunk``; returns the number of token events it completed."""
+        if (not self.tail and not self.keep and chunk.startswith(b"data: {") and chunk.endswith(b"\n\n")
+                and chunk.find(b"\n\n") == len(chunk) - 2 and b"\r" not in chunk):
+            # the usual chunk of a stream: one whole JSON event (a token); no split, no tail
+            if _ERROR.match(chunk) is not None:
+                if self.error is None:
+                    self.error = chunk[:-2]
+                return 0
+            if _TOKEN.search(chunk) is not None:
+                self.tokens += 1
+                return 1
+            return 0
         data = self.tail + chunk if self.tail else chunk
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n")

@@ -10,7 +10,9 @@ malformed request is a plain-text 400, unlike every other error of the gateway. 
   ``408`` and the connection is closed (the body has its own limit, ``timeouts.request_body_s``, enforced by the
   app, which is reading it by then);
 - a malformed request (bad request line, header, framing; headers over h11's 16 KiB) is a ``400`` with an
-  OpenAI-shaped JSON body, and the connection is closed, as uvicorn does.
+  OpenAI-shaped JSON body, and the connection is closed, as uvicorn does;
+- the body chunks of a streamed (chunked) response are written straight to the socket, not through h11's
+  state machine (``_fast_body``): the gateway's per-token cost.
 
 Nothing here touches a request once its head is parsed: the app answers everything after that. Failure
 modes: none raised; a connection that breaks the rules is answered (when the protocol state allows) and
@@ -46,11 +48,16 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._fast_cycle: Any = None
         # idle from the start: uvicorn arms its keep-alive timer only after a first response
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)  # cancels the keep-alive timer, parses, starts the app on a whole head
+        cycle = self.cycle
+        if cycle is not None and cycle is not self._fast_cycle:
+            self._fast_cycle = cycle
+            _fast_body(cycle, self.transport, self.flow)
         state = self.conn.their_state
         if state is h11.IDLE and self.conn.trailing_data[0] and not self.transport.is_closing():
             if self._head_timer is None:  # part of a head is in: it has head_s from its first byte
@@ -78,6 +85,40 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.write(raw_error(400, "Bad Request", "invalid HTTP request: malformed request line, "
                                                            "header or body framing, or headers over 16 KiB"))
         self.transport.close()
+
+
+_NO_BODY = (204, 304)
+
+
+def _fast_body(cycle: Any, transport: asyncio.Transport, flow: Any) -> None:
+    """Give ``cycle`` (uvicorn's request/response cycle, before its app runs) a ``send`` that writes the body
+    chunks of a chunked response straight to the transport, in HTTP/1.1 chunked framing: the gateway's hot
+    path, one chunk per token. h11 would build an event, run its state machine and frame the same bytes;
+    for chunked bodies it counts nothing, so its state stays right (the response's start and its end still go
+    through it: the last message, ``more_body`` false, writes the terminating chunk). Everything else goes to
+    uvicorn's own ``send``. The app reads ``send`` when it starts, which is after this runs."""
+    orig = cycle.send
+    http11 = cycle.scope.get("http_version") == "1.1" and cycle.scope.get("method") != "HEAD"
+    chunked = False
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal chunked
+        if chunked and message["type"] == "http.response.body" and message.get("more_body", False):
+            if flow.write_paused and not cycle.disconnected:
+                await flow.drain()
+            if cycle.disconnected or cycle.response_complete:
+                return
+            body = message.get("body", b"")
+            if body:
+                transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+            return
+        if message["type"] == "http.response.start" and http11:
+            status = message["status"]
+            framed = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in message.get("headers", ()))
+            chunked = status >= 200 and status not in _NO_BODY and not framed  # h11 chooses chunked then
+        await orig(message)
+
+    cycle.send = send
 
 
 def guarded_protocol(head_s: float) -> type[Any]:
