@@ -228,3 +228,30 @@ def test_the_gateway_keeps_idle_connections_longer_than_clients_expire_theirs() 
     assert all(c is not None for c in clients)
     assert Timeouts().keep_alive_s >= 10 * max(clients)  # type: ignore[type-var]
     assert KEEPALIVE_EXPIRY_S <= 5.0 / 2
+
+
+def test_a_client_that_reads_slowly_still_gets_every_token_then_done(gw) -> None:
+    """The relay writes tokens straight from the upstream socket's callback (httpconn's write extension, the
+    upstream's push mode); a client with a 4 KiB receive buffer that pauses 1 s still gets every byte, in
+    order. (Whether the gateway's writes back up far enough to take the awaiting path depends on the kernel's
+    buffers; that path is tested on its own in test_httpconn and test_wire.)"""
+    n = 1500
+    body = json.dumps({"model": "llama-3.1-8b", "prompt": "a b", "max_tokens": n, "stream": True}).encode()
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(BOUND_S)
+    s.connect(_addr(gw.url))
+    try:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                  b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+        time.sleep(1.0)  # not reading: the gateway's writes back up
+        raw = b""
+        while data := s.recv(65536):
+            raw += data
+    finally:
+        s.close()
+    (code, _, payload), = parse(raw)[0]
+    events = [e for e in payload.split(b"\n\n") if e.startswith(b"data: ")]
+    assert code == 200 and events[-1] == b"data: [DONE]"
+    texts = [json.loads(e[6:])["choices"][0]["text"] for e in events[:-1]]
+    assert len(texts) == n and texts[:3] == ["the", " quick", " brown"]

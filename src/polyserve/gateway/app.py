@@ -64,6 +64,7 @@ from polyserve.gateway.config import GatewayConfig
 from polyserve.gateway.dispatcher import Dispatcher, Refused, Shed
 from polyserve.gateway.errors import GatewayError, error_bytes
 from polyserve.gateway.events import Aggregator, EventScanner, is_token_event
+from polyserve.gateway.httpconn import WRITE_EXTENSION
 from polyserve.gateway.latency import build_gateway_model
 from polyserve.gateway.metrics import CONTENT_TYPE, NO_TIER, GatewayMetrics
 from polyserve.gateway.scrape import Scraper
@@ -106,6 +107,7 @@ class _Live:
     max_tokens: int | None = None  # as asked (None: the engine's default)
     complete: bool = False  # the last byte is being sent: a disconnect now is not the client leaving early
     gone: bool = False  # the client went away
+    write: Callable[[bytes], bool] | None = None  # the server's synchronous chunk writer (httpconn), if any
 
     def saw(self, n: int, t: float) -> None:
         if n <= 0:
@@ -406,6 +408,9 @@ class Gateway:
             await self._serve_batch(receive, send, body, g, slo, tier_label, arrival, chat, scope["path"])
             return
         live, body_for = self._accept(body, g, slo, tier_label, arrival)
+        ext = scope.get("extensions")
+        if ext:
+            live.write = ext.get(WRITE_EXTENSION)
         main = asyncio.current_task()
         assert main is not None
         watcher = self._watch(receive, live, main)
@@ -778,6 +783,23 @@ class Gateway:
                 # the idle timeout times the upstream reads only (a slow client is not a stalled backend): the
                 # stream enforces it on its own waits (UpstreamStream.idle_s), with no timer work per chunk
                 resp.idle_s = self.config.timeouts.idle_s
+                push = getattr(resp, "push", None)
+                write = live.write
+                if push is not None and write is not None:
+                    # relay from the upstream socket's callback while the client's socket takes each chunk at
+                    # once: no task switch per token; the loop below takes over when it does not
+                    def sink(data: bytes) -> bool:
+                        if not write(data):
+                            return False
+                        n = scanner.feed(data)
+                        if n:
+                            live.saw(n, clock())
+                            d.tokens(rid, scanner.tokens + token_offset)
+                        if scanner.done:
+                            live.complete = True
+                        return True
+
+                    await push(sink)
                 async for chunk in it:
                     n = scanner.feed(chunk)
                     if n:

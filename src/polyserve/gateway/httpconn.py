@@ -88,6 +88,7 @@ class GuardedH11Protocol(H11Protocol):
 
 
 _NO_BODY = (204, 304)
+WRITE_EXTENSION = "polyserve.write"  # scope["extensions"]: the synchronous chunk writer (``_fast_body``)
 
 
 def _fast_body(cycle: Any, transport: asyncio.Transport, flow: Any) -> None:
@@ -96,10 +97,25 @@ def _fast_body(cycle: Any, transport: asyncio.Transport, flow: Any) -> None:
     path, one chunk per token. h11 would build an event, run its state machine and frame the same bytes;
     for chunked bodies it counts nothing, so its state stays right (the response's start and its end still go
     through it: the last message, ``more_body`` false, writes the terminating chunk). Everything else goes to
-    uvicorn's own ``send``. The app reads ``send`` when it starts, which is after this runs."""
+    uvicorn's own ``send``. The app reads ``send`` when it starts, which is after this runs.
+
+    Also puts ``write_now(body) -> bool`` in ``scope["extensions"]["polyserve.write"]``: the same write,
+    callable from a plain callback (the gateway relays upstream bytes from the upstream socket's callback,
+    with no task switch per token); it refuses (False) whenever ``send`` would have had to wait."""
     orig = cycle.send
     http11 = cycle.scope.get("http_version") == "1.1" and cycle.scope.get("method") != "HEAD"
     chunked = False
+
+    def write_now(body: bytes) -> bool:
+        """Write a body chunk now, synchronously, if the response is chunked, under way and its socket
+        not backed up; False (nothing written) otherwise: the caller then uses ``send``."""
+        if not chunked or flow.write_paused or cycle.disconnected or cycle.response_complete:
+            return False
+        if body:
+            transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        return True
+
+    cycle.scope.setdefault("extensions", {})[WRITE_EXTENSION] = write_now
 
     async def send(message: dict[str, Any]) -> None:
         nonlocal chunked

@@ -15,6 +15,7 @@ one, so no request is sent on a connection being closed), a request head must be
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 import threading
@@ -62,6 +63,10 @@ def serve_app(
     # uvicorn re-raises the signal that stopped it once it has shut down; with the default SIGTERM action
     # that would kill the process before its callers' cleanup (``polyserve up`` stopping its engines) runs
     # and exit -15: a handler that raises KeyboardInterrupt turns it into a clean return (exit 0)
+    # what exists now (modules, the app, its policy and latency model) lives as long as the process: kept out
+    # of the collector's generations, a full collection no longer walks it (a stall on the token path)
+    gc.collect()
+    gc.freeze()
     main = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, _interrupt) if main else None
     try:

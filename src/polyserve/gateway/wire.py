@@ -10,6 +10,10 @@ and takes every body piece that came in it at once (``chunks()`` yields them joi
 depend on how the bytes are cut). Requests go out in one ``write`` (head and JSON body). asyncio sets
 ``TCP_NODELAY`` on its TCP sockets, so small writes are never held back by Nagle.
 
+Push mode (``WireResponse.push``): the body goes to a callback straight from ``data_received``, with no
+task switch per read; the gateway relays a stream's tokens that way (parse, account, write to the client's
+socket) while the client's socket takes them at once, and falls back to ``chunks()`` when it does not.
+
 Backpressure: a response whose unread body passes ``HIGH_WATER`` bytes (a slow client downstream) stops the
 socket being read until the reader has caught up, so a stalled client cannot make the gateway buffer a whole
 stream.
@@ -28,7 +32,8 @@ the idle gaps).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 from polyserve.gateway.backend import UpstreamFailure, idle_failure
@@ -57,6 +62,9 @@ class _Conn(asyncio.Protocol):
         self.got_bytes = False  # any byte of the current response arrived
         self.paused = False
         self.reuse = False
+        self.sink: Callable[[bytes], bool] | None = None  # push mode (WireResponse.push)
+        self.sink_error: BaseException | None = None
+        self.last_data = 0.0  # time.monotonic() of the last bytes (push mode's idle check)
 
     # ---- asyncio.Protocol ------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -70,6 +78,23 @@ class _Conn(asyncio.Protocol):
         except ValueError as e:
             self._fail(f"malformed response: {e}")
             return
+        sink = self.sink
+        if sink is not None:
+            self.last_data = time.monotonic()
+            if self.pieces:
+                data = self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
+                try:
+                    ok = sink(data)
+                except Exception as e:  # the consumer's bug: stop pushing and hand it the exception
+                    self.sink_error = e
+                    ok = False
+                if ok:
+                    self.pieces.clear()
+                    self.pending = 0
+                else:
+                    self.sink = None
+            if self.sink is not None and self.state != _DONE:
+                return  # pushed on: nobody to wake
         if self.pending > HIGH_WATER and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
@@ -234,7 +259,10 @@ class WireResponse:
         loop = asyncio.get_running_loop()
         w = c.waiter
         if w is not None and not w.done():
-            due = self._wait_start + self.idle_s
+            start = self._wait_start
+            if c.sink is not None:  # push mode: the wait is the whole stream; count the silence since the last bytes
+                start = max(start, c.last_data - time.monotonic() + loop.time())
+            due = start + self.idle_s
             if loop.time() >= due:
                 w.set_exception(_Idle())
                 return
@@ -267,6 +295,46 @@ class WireResponse:
                 raise idle_failure(self.url) from None
             finally:
                 c.waiter = None
+
+    async def push(self, sink: Callable[[bytes], bool]) -> bool:
+        """Hand the body to ``sink`` from the socket's callback as it arrives (no task switch per read), until
+        it ends (True) or ``sink`` refuses some bytes (False: they, and the rest, are left to ``chunks()``).
+        ``sink(data)`` returns False, having done nothing, when it cannot take ``data`` now. Raises as
+        ``chunks()`` does (broken, idle timeout), or what ``sink`` raised."""
+        c = self._conn
+        assert c is not None
+        if c.pieces:
+            data = c.pieces[0] if len(c.pieces) == 1 else b"".join(c.pieces)
+            if not sink(data):
+                return False
+            c.take()
+        loop = asyncio.get_running_loop()
+        c.sink = sink
+        c.last_data = time.monotonic()
+        try:
+            while True:
+                if c.sink_error is not None:
+                    e, c.sink_error = c.sink_error, None
+                    raise e
+                if c.state == _DONE and not c.pieces:
+                    return True
+                if c.sink is None:
+                    return False
+                if c.error is not None:
+                    raise UpstreamFailure("broken", f"stream from {self.url} broke: {c.error}", retryable=True)
+                c.waiter = loop.create_future()
+                if self.idle_s is not None:
+                    self._wait_start = loop.time()
+                    if self._timer is None:
+                        self._timer = loop.call_at(self._wait_start + self.idle_s, self._check_idle)
+                try:
+                    await c.waiter
+                except _Idle:
+                    raise idle_failure(self.url) from None
+                finally:
+                    c.waiter = None
+        finally:
+            c.sink = None
 
     async def read_all(self) -> bytes:
         return b"".join([c async for c in self.chunks()])
