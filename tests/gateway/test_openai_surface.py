@@ -113,6 +113,7 @@ class _LogprobEngine:
 
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
+        self.raw: list[bytes] = []
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -128,6 +129,7 @@ class _LogprobEngine:
             raw += msg.get("body", b"")
             if not msg.get("more_body"):
                 break
+        self.raw.append(raw)
         self.bodies.append(json.loads(raw))
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})
@@ -185,3 +187,29 @@ def test_an_internal_error_is_an_openai_shaped_500_and_counted() -> None:
     err = r.json()["error"]
     assert err["code"] == 500 and "internal error" in err["message"] and "a bug" not in err["message"]
     assert counts["failed"] == 1
+
+
+def test_a_streamed_request_with_nothing_to_change_is_forwarded_byte_for_byte() -> None:
+    """No re-encoding of the client's JSON (a long prompt costs nothing extra); a request the gateway must
+    change (not streamed, or carrying a field it sets) is re-encoded with the change."""
+    from polyserve.engine import StreamingASGITransport
+    from polyserve.gateway import config_from_dict, create_gateway_app
+
+    backend = _LogprobEngine()
+    sent = b'{"model":   "llama-3.1-8b", "prompt": "x y", "max_tokens": 2, "stream": true, "zz": [1, 2.50]}'
+
+    async def main():
+        cfg = config_from_dict({"model": MODEL, "backends": ["http://e0"], "engine": {"time_scale": 20}}, "raw")
+        gw = create_gateway_app(cfg, transport=StreamingASGITransport(backend))
+        async with httpx.AsyncClient(transport=StreamingASGITransport(gw), base_url="http://gw") as c:
+            async with c.stream("POST", "/v1/completions", content=sent) as r:
+                await r.aread()
+            await c.post("/v1/completions", content=sent.replace(b"true", b"false"))
+            async with c.stream("POST", "/v1/completions", content=sent.replace(b'"zz"', b'"priority": 3, "zz"')) as r:
+                await r.aread()
+        await gw.aclose()
+
+    run(main())
+    assert backend.raw[0] == sent
+    assert backend.bodies[1]["stream"] is True and backend.bodies[1]["stream_options"] == {"include_usage": True}
+    assert "priority" not in backend.bodies[2] and backend.bodies[2]["zz"] == [1, 2.5]

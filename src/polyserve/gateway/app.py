@@ -407,7 +407,7 @@ class Gateway:
         if g.batch:
             await self._serve_batch(receive, send, body, g, slo, tier_label, arrival, chat, scope["path"])
             return
-        live, body_for = self._accept(body, g, slo, tier_label, arrival)
+        live, body_for = self._accept(body, g, slo, tier_label, arrival, raw)
         ext = scope.get("extensions")
         if ext:
             live.write = ext.get(WRITE_EXTENSION)
@@ -442,9 +442,11 @@ class Gateway:
 
         return asyncio.get_running_loop().create_task(watch())
 
-    def _accept(self, body: dict[str, Any], g: GenerationRequest, slo: Any, tier_label: str, arrival: float
-                ) -> tuple[_Live, Callable[..., bytes]]:  # fmt: skip
-        """Count one accepted request; its ``_Live`` record and the builder of its upstream bodies."""
+    def _accept(self, body: dict[str, Any], g: GenerationRequest, slo: Any, tier_label: str, arrival: float,
+                raw: bytes | None = None) -> tuple[_Live, Callable[..., bytes]]:  # fmt: skip
+        """Count one accepted request; its ``_Live`` record and the builder of its upstream bodies. ``raw``:
+        the body as received, forwarded as it is when nothing in it needs changing (a streamed request naming
+        the model, with no field the gateway sets or strips), so a long prompt is not encoded again."""
         self.accepted += 1
         self.metrics.accepted.labels(tier_label).inc()
         rid = next(self._ids)
@@ -453,6 +455,8 @@ class Gateway:
         tpot = slo.tpot_ms / 1e3
         info = RequestInfo(rid, arrival - t0, g.prompt_tokens, slo.tier, ttft, tpot, g.max_tokens)
         live = _Live(info, tier_label, arrival, arrival + ttft, tpot, max_tokens=g.max_tokens)
+        as_sent = raw is not None and g.stream and g.model is not None and not any(
+            k in body for k in ("priority", SLO_FIELD, KV_FIELD))
         body["stream"] = True
         if not g.stream:
             body["stream_options"] = {"include_usage": True}
@@ -461,7 +465,7 @@ class Gateway:
         body.pop(KV_FIELD, None)
         if g.model is None:
             body["model"] = self.config.model
-        plain = json.dumps(body).encode()
+        plain = raw if as_sent and raw is not None else json.dumps(body).encode()
         prio = None
         clock = self.clock
 

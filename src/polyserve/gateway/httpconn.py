@@ -91,6 +91,16 @@ _NO_BODY = (204, 304)
 WRITE_EXTENSION = "polyserve.write"  # scope["extensions"]: the synchronous chunk writer (``_fast_body``)
 
 
+class _Capture:
+    """Stands in for the transport while uvicorn writes a deferred head (it only calls ``write`` then)."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+
 def _fast_body(cycle: Any, transport: asyncio.Transport, flow: Any) -> None:
     """Give ``cycle`` (uvicorn's request/response cycle, before its app runs) a ``send`` that writes the body
     chunks of a chunked response straight to the transport, in HTTP/1.1 chunked framing: the gateway's hot
@@ -99,17 +109,22 @@ def _fast_body(cycle: Any, transport: asyncio.Transport, flow: Any) -> None:
     through it: the last message, ``more_body`` false, writes the terminating chunk). Everything else goes to
     uvicorn's own ``send``. The app reads ``send`` when it starts, which is after this runs.
 
+    The start of a chunked response is held until its first body message and written with it (the gateway
+    always sends them back to back): one packet, and one wake-up of the client, for the head and the first
+    token.
+
     Also puts ``write_now(body) -> bool`` in ``scope["extensions"]["polyserve.write"]``: the same write,
     callable from a plain callback (the gateway relays upstream bytes from the upstream socket's callback,
     with no task switch per token); it refuses (False) whenever ``send`` would have had to wait."""
     orig = cycle.send
     http11 = cycle.scope.get("http_version") == "1.1" and cycle.scope.get("method") != "HEAD"
     chunked = False
+    deferred: dict[str, Any] | None = None  # a chunked response's start, written with its first bytes
 
     def write_now(body: bytes) -> bool:
         """Write a body chunk now, synchronously, if the response is chunked, under way and its socket
         not backed up; False (nothing written) otherwise: the caller then uses ``send``."""
-        if not chunked or flow.write_paused or cycle.disconnected or cycle.response_complete:
+        if not chunked or deferred is not None or flow.write_paused or cycle.disconnected or cycle.response_complete:
             return False
         if body:
             transport.write(b"%x\r\n%b\r\n" % (len(body), body))
@@ -118,7 +133,21 @@ def _fast_body(cycle: Any, transport: asyncio.Transport, flow: Any) -> None:
     cycle.scope.setdefault("extensions", {})[WRITE_EXTENSION] = write_now
 
     async def send(message: dict[str, Any]) -> None:
-        nonlocal chunked
+        nonlocal chunked, deferred
+        if deferred is not None:  # the head goes out now, in the same write as these bytes when they are a chunk
+            start, deferred = deferred, None
+            if (message["type"] == "http.response.body" and message.get("more_body", False)
+                    and not flow.write_paused and not cycle.disconnected):
+                head = _Capture()
+                cycle.transport = head  # uvicorn writes the head there
+                try:
+                    await orig(start)
+                finally:
+                    cycle.transport = transport
+                body = message.get("body", b"")
+                transport.write(b"".join(head.out) + (b"%x\r\n%b\r\n" % (len(body), body) if body else b""))
+                return
+            await orig(start)
         if chunked and message["type"] == "http.response.body" and message.get("more_body", False):
             if flow.write_paused and not cycle.disconnected:
                 await flow.drain()
@@ -132,6 +161,9 @@ def _fast_body(cycle: Any, transport: asyncio.Transport, flow: Any) -> None:
             status = message["status"]
             framed = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in message.get("headers", ()))
             chunked = status >= 200 and status not in _NO_BODY and not framed  # h11 chooses chunked then
+            if chunked:
+                deferred = message  # one write, one packet, one wake-up of the client for head + first token
+                return
         await orig(message)
 
     cycle.send = send
