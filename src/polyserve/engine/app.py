@@ -3,6 +3,10 @@
 Routes: ``POST /v1/completions`` and ``/v1/chat/completions`` (streaming SSE or not), ``GET /v1/models``,
 ``GET /health`` (200 once the app can take requests), ``GET /metrics`` (Prometheus, vLLM's names).
 
+A list of prompts in ``/v1/completions`` is a batch, as in vLLM: one engine request per prompt, one choice per
+prompt (``index`` its position), usage summed; streamed, the prompts' chunks are merged as they come. Response
+ids carry a random part drawn once per process (unique across engines); ``created`` is the request's time.
+
 Each generation request: optional injected delay (``add_latency_ms``), body checks (400 with an OpenAI-style
 body, 404 for an unknown model), the ``fail_after`` fault (500), the context check (prompt + max_tokens must
 fit the KV cache, else 400, as vLLM's max_model_len check), then ``EngineCore.submit``. A stream sends one
