@@ -18,9 +18,9 @@ from polyserve.engine import EngineConfig, launch_engine
 from polyserve.gateway.config import Timeouts
 from polyserve.gateway.process import launch_gateway
 
-KEEP_ALIVE_S = 1.5
-HEAD_S = 1.0
-BODY_S = 1.0
+KEEP_ALIVE_S = 1.0
+HEAD_S = 0.5
+BODY_S = 0.5
 BOUND_S = 6.0  # every exchange below ends (answered or closed) well within this
 
 
