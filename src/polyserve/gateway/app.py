@@ -512,20 +512,24 @@ class Gateway:
         subs = [self._accept({**body, "prompt": p}, replace(g, prompt_tokens=n, batch=None), slo, tier_label,
                              arrival) for p, n in zip(prompts, g.batch, strict=True)]  # fmt: skip
 
+        counted = [False] * len(subs)
+
         async def one(i: int, live: _Live, body_for: Callable[..., bytes]) -> None:
             outcome = "failed"
             try:
                 outcome = await self._serve(merger.sender(i), live, body_for, chat, g.stream, path)
             finally:
+                counted[i] = True
                 self.dispatcher.finish(live.info.rid, None)
                 self.metrics.outcome(tier_label, outcome)
-                merger.ended(i)
 
         main = asyncio.current_task()
         assert main is not None
         watcher = self._watch(receive, merger, main)
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(one(i, live, bf)) for i, (live, bf) in enumerate(subs)]
+        for i, t in enumerate(tasks):  # even a task cancelled before its first step tells the merger it ended
+            t.add_done_callback(lambda _t, i=i: merger.ended(i))
         try:
             await merger.run(send, tasks)
         except asyncio.CancelledError:
@@ -537,7 +541,11 @@ class Gateway:
             watcher.cancel()
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)  # every prompt counted before returning
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for i, (live, _) in enumerate(subs):  # every prompt counted once, even one that never started
+                if not counted[i]:
+                    self.dispatcher.finish(live.info.rid, None)
+                    self.metrics.outcome(tier_label, "failed")
 
     async def _serve(
         self, send: Send, live: _Live, body_for: Callable[[Backend], bytes], chat: bool, stream: bool, path: str
