@@ -9,7 +9,12 @@ the engines directly (round robin over them), the gateway, vllm-router. Per targ
 (send to first token chunk, as the client sees it), the figure minus the direct one ("added"), and the target
 process's CPU per request (utime + stime from ``/proc/<pid>/stat``, all threads).
 
-    .venv/bin/python benchmarks/bench_gateway.py [--streams 10,100] [--engines 1] [--vllm-router PATH]
+    .venv/bin/python benchmarks/bench_gateway.py [--streams 10,100] [--engines 1] [--rounds 3] [--vllm-router PATH]
+
+``--rounds R`` splits each target's requests into R rounds and runs the targets in turn within each round
+(direct, gateway, vllm-router, direct, ...), so a change of the machine's load during the run falls on every
+target alike (on a shared machine it moves the figures by more than what is measured); the table pools the
+rounds, and a line per concurrency gives each round's added p50 and CPU ratio, and their medians.
 
 vllm-router is not a project dependency (a Rust binary on PyPI): install it beside the project with
 ``python3 -m venv /tmp/vr-venv && /tmp/vr-venv/bin/pip install vllm-router==0.1.17``; the script finds it on
@@ -154,6 +159,7 @@ def main() -> None:
     ap.add_argument("--output-len", type=int, default=32)
     ap.add_argument("--requests", type=int, default=0, help="requests per run (default: max(300, 10 per stream))")
     ap.add_argument("--think-ms", type=float, default=20.0)
+    ap.add_argument("--rounds", type=int, default=3, help="interleave the targets in this many rounds")
     ap.add_argument("--policy", default="polyserve")
     ap.add_argument("--vllm-router", default=None, help="path of the vllm-router binary")
     args = ap.parse_args()
@@ -183,20 +189,39 @@ def main() -> None:
     try:
         for n in (int(x) for x in args.streams.split(",")):
             requests = args.requests or max(300, 10 * n)
-            direct: list[float] = []
+            rounds = max(1, args.rounds)
+            per = max(1, requests // rounds)
+            ttfts: dict[str, list[float]] = {t.name: [] for t in targets}
+            cpus: dict[str, float] = {t.name: 0.0 for t in targets}
+            added: list[float] = []
+            ratios: list[float] = []
+            for _ in range(rounds):
+                got: dict[str, tuple[list[float], float | None]] = {}
+                for t in targets:
+                    got[t.name] = asyncio.run(measure(t, n, per, args))
+                    ttfts[t.name] += got[t.name][0]
+                    cpus[t.name] += got[t.name][1] or 0.0
+                added.append((pct(got["gateway"][0], 50) - pct(got["direct"][0], 50)) * 1e3)
+                if "vllm-router" in got and got["vllm-router"][1]:
+                    ratios.append((got["gateway"][1] or 0.0) / got["vllm-router"][1])
+            direct = ttfts["direct"]
             for t in targets:
-                ttfts, cpu = asyncio.run(measure(t, n, requests, args))
-                if t.name == "direct":
-                    direct = ttfts
-                p50, p99 = pct(ttfts, 50), pct(ttfts, 99)
-                added = (
+                xs = ttfts[t.name]
+                p50, p99 = pct(xs, 50), pct(xs, 99)
+                extra = (
                     ""
                     if t.name == "direct"
                     else f"{(p50 - pct(direct, 50)) * 1e3:>13.2f} {(p99 - pct(direct, 99)) * 1e3:>13.2f}"
                 )
-                cpu_s = "" if cpu is None else f"{cpu / requests * 1e3:>11.3f}"
-                print(f"{n:>7} {t.name:<12} {requests:>8} {p50 * 1e3:>12.2f} {p99 * 1e3:>12.2f} "
-                      f"{added or ' ' * 27:>27} {cpu_s}", flush=True)  # fmt: skip
+                cpu_s = "" if t.pid is None else f"{cpus[t.name] / len(xs) * 1e3:>11.3f}"
+                print(f"{n:>7} {t.name:<12} {len(xs):>8} {p50 * 1e3:>12.2f} {p99 * 1e3:>12.2f} "
+                      f"{extra or ' ' * 27:>27} {cpu_s}", flush=True)  # fmt: skip
+            line = f"{n:>7} per round: gateway added p50 ms " + " ".join(f"{a:.2f}" for a in added)
+            line += f" (median {pct(added, 50):.2f})"
+            if ratios:
+                line += "; CPU gateway/vllm-router " + " ".join(f"{r:.2f}" for r in ratios)
+                line += f" (median {pct(ratios, 50):.2f}; pooled {cpus['gateway'] / cpus['vllm-router']:.2f})"
+            print(line, flush=True)
     finally:
         gw.stop()
         if router is not None:

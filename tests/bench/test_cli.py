@@ -27,7 +27,7 @@ REQUIRED = (
     "p99_ttft_ms",
     "p99_tpot_ms",
     "tiers",
-    "errors",
+    "error_kinds",
     "duration",
     "request_throughput",
     "output_throughput",
@@ -95,7 +95,7 @@ def test_the_interface_others_rely_on_writes_one_json_with_the_required_keys(
     assert set(doc["tiers"]) == {"fast", "slow"}
     for t in doc["tiers"].values():
         assert {"completed", "attainment", "p99_ttft_ms", "p99_tpot_ms"} <= set(t)
-    assert doc["vllm_goodput_slo_ms"] == {"ttft": 500, "tpot": 50} and "vllm_request_goodput" in doc
+    assert doc["goodput_slo_ms"] == {"ttft": 500, "tpot": 50} and doc["request_goodput"] is not None
     assert "fast" in result.output and "request_goodput" in result.output  # the table and summary line
 
 
@@ -146,8 +146,21 @@ def test_bench_without_flags_prints_help_listing_plot() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--dataset-name", "sharegpt"], "--dataset-name must be one of"),
+        (["--dataset-name", "sonnet"], "--dataset-name must be one of"),
+        (["--dataset-name", "sharegpt"], "needs --dataset-path"),
         (["--dataset-name", "trace"], "needs --dataset-path"),
+        (["--backend", "tgi"], "--backend must be one of"),
+        (["--backend", "openai-chat"], "--backend openai-chat sends to /v1/chat/completions"),
+        (["--ramp-up-strategy", "linear", "--ramp-up-start-rps", "1"], "both --ramp-up-start-rps"),
+        (["--ramp-up-strategy", "linear", "--ramp-up-start-rps", "1", "--ramp-up-end-rps", "5",
+          "--request-rate", "3"], "do not give --request-rate"),
+        (["--ramp-up-strategy", "linear", "--ramp-up-start-rps", "5", "--ramp-up-end-rps", "2"], "must be <="),
+        (["--ramp-up-strategy", "cubic", "--ramp-up-start-rps", "1", "--ramp-up-end-rps", "2"], "linear, exp"),
+        (["--ramp-up-end-rps", "2"], "need --ramp-up-strategy"),
+        (["--metadata", "novalue"], "--metadata: expected KEY=VALUE"),
+        (["--random-prefix-len", "-1"], "--random-prefix-len must be >= 0"),
+        (["--num-warmups", "-1"], "--num-warmups must be >= 0"),
+        (["--sharegpt-output-len", "5"], "applies to --dataset-name sharegpt"),
         (["--percentile-metrics", "ttft,foo"], "--percentile-metrics"),
         (["--goodput", "latency:5"], "unknown metric"),
         (["--tier-weights", "t20"], "--tier-weights"),

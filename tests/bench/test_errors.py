@@ -31,16 +31,16 @@ def against_engine(engine: EngineConfig, **cfg) -> dict:
 
 def conserved(doc: dict) -> None:
     assert doc["completed"] + doc["failed"] == len(doc["requests"]) == doc["num_prompts"] - doc["not_sent"]
-    assert sum(doc["errors"].values()) == doc["failed"]
+    assert sum(doc["error_kinds"].values()) == doc["failed"]
     for t in doc["tiers"].values():
-        assert sum(t["errors"].values()) == t["failed"]
+        assert sum(t["error_kinds"].values()) == t["failed"]
 
 
 def test_http_errors_from_a_failing_engine_are_counted_by_status() -> None:
     doc = against_engine(EngineConfig(time_scale=10, fail_after=3), num_prompts=8, max_concurrency=1)
     conserved(doc)
     assert doc["completed"] == 3 and doc["failed"] == 5
-    assert doc["errors"] == {"http_500": 5}
+    assert doc["error_kinds"] == {"http_500": 5}
     failed = [r for r in doc["requests"] if not r["ok"]]
     assert all("fail-after" in r["error_detail"] and not r["attained"] for r in failed)
     assert doc["attained"] <= 3
@@ -49,14 +49,14 @@ def test_http_errors_from_a_failing_engine_are_counted_by_status() -> None:
 def test_streams_dropped_mid_way_count_as_stream_broken() -> None:
     doc = against_engine(EngineConfig(time_scale=10, crash_mid_stream=2), num_prompts=6)
     conserved(doc)
-    assert doc["errors"] == {"stream_broken": 6} and doc["completed"] == 0
+    assert doc["error_kinds"] == {"stream_broken": 6} and doc["completed"] == 0
     assert all(len(r["itl_ms"]) == 1 for r in doc["requests"])  # two chunks arrived before the drop
 
 
 def test_a_request_slower_than_the_timeout_counts_as_timeout() -> None:
     doc = against_engine(EngineConfig(time_scale=10, add_latency_ms=400), num_prompts=3, timeout_s=0.1)
     conserved(doc)
-    assert doc["errors"] == {"timeout": 3}
+    assert doc["error_kinds"] == {"timeout": 3}
 
 
 def test_an_unreachable_server_counts_as_connection_errors() -> None:
@@ -73,7 +73,7 @@ def test_an_unreachable_server_counts_as_connection_errors() -> None:
 
     doc = run(main())
     conserved(doc)
-    assert doc["errors"] == {"connection": 4} and doc["attainment"] == 0
+    assert doc["error_kinds"] == {"connection": 4} and doc["attainment"] == 0
 
 
 @pytest.mark.parametrize(
@@ -105,7 +105,7 @@ def test_each_failure_kind_is_named(tmp_path, script: Script, kind: str) -> None
 
     doc = run(main())
     conserved(doc)
-    assert doc["errors"] == {kind: 4} and doc["completed"] == 0
+    assert doc["error_kinds"] == {kind: 4} and doc["completed"] == 0
     assert doc["p99_ttft_ms"] is None  # failed requests stay out of the latency statistics
 
 

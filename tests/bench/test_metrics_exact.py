@@ -78,11 +78,11 @@ def test_attainment_goodput_and_percentiles_per_tier_and_overall(tmp_path) -> No
     n_slow = N - n_fast
     assert 0 < n_fast < N  # the seeded mix draws both tiers
     duration = n_fast * 0.115 + n_slow * 0.6
-    assert doc["completed"] == N and doc["failed"] == 0 and doc["errors"] == {}
+    assert doc["completed"] == N and doc["failed"] == 0 and doc["error_kinds"] == {}
     assert doc["attained"] == n_fast
     assert doc["attainment"] == pytest.approx(n_fast / N)
-    assert doc["request_goodput"] == pytest.approx(n_fast / duration)
-    assert doc["vllm_request_goodput"] == pytest.approx(n_fast / duration)  # same requests pass vLLM's check
+    assert doc["dslo_request_goodput"] == pytest.approx(n_fast / duration)
+    assert doc["request_goodput"] == pytest.approx(n_fast / duration)  # same requests pass vLLM's check
     assert doc["request_throughput"] == pytest.approx(N / duration)
     assert doc["total_output_tokens"] == 4 * N and doc["total_input_tokens"] == 5 * N
     assert doc["output_throughput"] == pytest.approx(4 * N / duration)
@@ -98,7 +98,7 @@ def test_attainment_goodput_and_percentiles_per_tier_and_overall(tmp_path) -> No
     assert (slow["completed"], slow["attained"], slow["attainment"]) == (n_slow, 0, 0.0)
     assert fast["p99_ttft_ms"] == pytest.approx(80) and fast["p99_tpot_ms"] == pytest.approx(35 / 3, abs=1e-3)
     assert slow["p99_ttft_ms"] == pytest.approx(300) and slow["p99_tpot_ms"] == pytest.approx(100)
-    assert fast["request_goodput"] == pytest.approx(n_fast / duration) and slow["request_goodput"] == 0
+    assert fast["dslo_request_goodput"] == pytest.approx(n_fast / duration) and slow["dslo_request_goodput"] == 0
     assert (fast["tpot_slo_ms"], slow["tpot_slo_ms"]) == (10, 50)
 
 

@@ -163,7 +163,11 @@ def test_a_prefilled_stream_carries_tokens_two_to_n_without_a_role_chunk_and_usa
         ("/v1/completions", {"prompt": "x", "stream": "yes"}, 400, "stream"),
         ("/v1/completions", {"prompt": "x", "priority": 1.5}, 400, "priority"),
         ("/v1/completions", {"prompt": "x", "n": 2}, 400, "n"),
-        ("/v1/completions", {"prompt": ["a", "b"]}, 400, "prompt"),
+        ("/v1/completions", {"prompt": []}, 400, "prompt"),
+        ("/v1/completions", {"prompt": ["a", 5]}, 400, "prompt"),
+        ("/v1/completions", {"prompt": ["a", [1, 2]]}, 400, "prompt"),
+        ("/v1/completions", {"prompt": ["a", []]}, 400, "prompt"),
+        ("/v1/completions", {"prompt": ["a"] * 257}, 400, "prompt"),
         ("/v1/completions", {"prompt": "x", "max_tokens": 10**9}, 400, "max_tokens"),
         ("/v1/chat/completions", {"messages": []}, 400, "messages"),
         ("/v1/chat/completions", {"messages": [{"content": "x"}]}, 400, "messages"),
@@ -264,3 +268,85 @@ def test_two_apps_in_one_loop_keep_separate_state_and_metrics() -> None:
             )
 
     assert run(main()) == (1, 0)
+
+
+def test_a_list_of_prompts_gets_one_choice_per_prompt_by_index_streaming_or_not() -> None:
+    """vLLM/OpenAI batch semantics: ``prompt`` a list of n prompts -> n choices, ``index`` the prompt's
+    position, each its own max_tokens; usage sums the batch; one id; one [DONE] at the end."""
+
+    async def main():
+        async with client_for(fast_app()) as c:
+            whole = (await c.post("/v1/completions", json={"prompt": ["a b", "c d e", "f g h i"],
+                                                           "max_tokens": 3})).json()
+            ids = (await c.post("/v1/completions", json={"prompt": [[7, 8], [9, 10, 11]], "max_tokens": 2})).json()
+            events, done = await stream_events(c, "/v1/completions", {
+                "prompt": ["a", "b c"], "max_tokens": 4, "stream": True, "stream_options": {"include_usage": True}})
+            return whole, ids, [e for _, e in events], done
+
+    whole, ids, events, done = run(main())
+    assert [ch["index"] for ch in ids["choices"]] == [0, 1] and ids["usage"]["prompt_tokens"] == 5
+    assert [ch["index"] for ch in whole["choices"]] == [0, 1, 2]
+    assert all(ch["text"] == "the quick brown" for ch in whole["choices"])
+    assert whole["usage"] == {"prompt_tokens": 9, "completion_tokens": 9, "total_tokens": 18}
+    assert done and events[-1] == "[DONE]" and events.count("[DONE]") == 1
+    chunks = [e for e in events[:-1] if e["choices"]]
+    assert len({e["id"] for e in events[:-1]}) == 1
+    for i in (0, 1):
+        texts = [e["choices"][0]["text"] for e in chunks if e["choices"][0]["index"] == i]
+        assert texts == ["the", " quick", " brown", " fox"]
+    usage = [e["usage"] for e in events[:-1] if not e["choices"]]
+    assert usage == [{"prompt_tokens": 3, "completion_tokens": 8, "total_tokens": 11}]
+
+
+def test_response_ids_are_unique_across_engines_and_created_is_the_request_time() -> None:
+    import time
+
+    async def main():
+        out = []
+        for _ in range(2):  # two engine processes' worth of apps: each has its own random id part
+            async with client_for(fast_app()) as c:
+                for _ in range(3):
+                    out.append((await c.post("/v1/completions", json=completion(2, 2, stream=False))).json())
+        return out
+
+    t0 = int(time.time())
+    docs = run(main())
+    ids = [d["id"] for d in docs]
+    assert len(set(ids)) == len(ids) and all(i.startswith("cmpl-") for i in ids)
+    assert len({i[:-1] for i in ids}) == 2  # the per-process part differs between the two apps
+    assert all(t0 <= d["created"] <= int(time.time()) for d in docs)
+
+
+def test_created_is_per_request_not_the_engine_start() -> None:
+    from polyserve.engine import create_engine_app
+
+    async def main():
+        app = create_engine_app(__import__("polyserve.engine", fromlist=["EngineConfig"]).EngineConfig(),
+                                latency_model=linear(1.0, 0.0, 0.1))
+        app.state.engine.created -= 1000  # as if the engine had started long ago
+        async with client_for(app) as c:
+            doc = (await c.post("/v1/completions", json=completion(2, 2, stream=False))).json()
+            events, _ = await stream_events(c, "/v1/completions", completion(2, 2))
+            models = (await c.get("/v1/models")).json()
+        return doc, events, models, app.state.engine.created
+
+    import time
+
+    doc, events, models, started = run(main())
+    now = int(time.time())
+    assert now - 2 <= doc["created"] <= now
+    assert all(now - 2 <= e["created"] <= now for _, e in events if e != "[DONE]")
+    assert models["data"][0]["created"] == started  # the model's own time stays the start
+
+
+def test_a_hand_off_continues_the_prefill_response_id_and_created() -> None:
+    async def main():
+        async with client_for(fast_app()) as c:
+            body = completion(3, 4, polyserve_kv={"prefilled": True, "id": "cmpl-abc", "created": 1234})
+            events, _ = await stream_events(c, "/v1/completions", body)
+            bad = await c.post("/v1/completions", json=completion(3, 4, polyserve_kv={"prefilled": True, "id": 5}))
+            return events, bad
+
+    events, bad = run(main())
+    assert {(e["id"], e["created"]) for _, e in events if e != "[DONE]"} == {("cmpl-abc", 1234)}
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "polyserve_kv"

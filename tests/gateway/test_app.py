@@ -249,7 +249,9 @@ def test_disaggregated_prefill_then_hand_off_then_decode_streams_every_token_onc
     finishes = [e["choices"][0].get("finish_reason") for e in events[:-1] if e["choices"]]
     assert finishes[:-1] == [None] * (len(finishes) - 1), "the prefill's finish_reason does not end the stream"
     assert all(b["max_tokens"] == 1 and "polyserve_kv" not in b for b in seen["e0"])
-    assert [b["polyserve_kv"] for b in seen["e1"]] == [{"prefilled": True}] * 2
+    assert [b["polyserve_kv"]["prefilled"] for b in seen["e1"]] == [True] * 2
+    # one response: the decode leg continues the prefill's id and created
+    assert len({(e["id"], e["created"]) for e in events[:-1]}) == 1
     assert chat.status_code == 200 and len(chat.json()["choices"][0]["message"]["content"].split()) == 4
     assert chat.json()["usage"]["completion_tokens"] == 4
     assert one[0] == 200 and len(texts(one[2])) == 1 and len(seen["e1"]) == 2, "one token: no decode leg"

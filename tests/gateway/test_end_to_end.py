@@ -22,7 +22,7 @@ MODEL = "llama-3.1-8b"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    """Two engines (time scale 2: a 150-token stream lasts ~0.5 s) and a gateway process in front."""
+    """Two engines (time scale 2: a 400-token stream lasts over a second) and a gateway process in front."""
     engines = [launch_engine(EngineConfig(time_scale=2)) for _ in range(2)]
     cfg = tmp_path_factory.mktemp("gw") / "gateway.yaml"
     cfg.write_text(
@@ -88,7 +88,7 @@ def test_killing_an_engine_mid_run(stack) -> None:
         res["events"] = []
         with httpx.stream(
             "POST", gw.url + "/v1/completions", timeout=30,
-            json={"model": MODEL, "prompt": "x y", "max_tokens": 150, "stream": True},
+            json={"model": MODEL, "prompt": "x y", "max_tokens": 400, "stream": True},
         ) as r:  # fmt: skip
             res["server"] = int(r.headers["x-polyserve-server"])
             first = True

@@ -45,3 +45,20 @@ def test_aggregator_builds_the_non_streaming_answer() -> None:
         assert doc["usage"] == {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
         assert doc["choices"][0]["finish_reason"] == "length" and doc["id"] == "id-1"
         json.dumps(doc)
+
+
+def test_the_one_event_fast_path_counts_exactly_as_the_general_path() -> None:
+    """A chunk that is one whole event takes a shortcut; fed byte by byte, the same stream counts the same."""
+    from polyserve.gateway.events import EventScanner
+
+    stream = [b'data: {"choices":[{"text":"a"}]}\n\n', b'data: {"choices":[{"text":""}]}\n\n',
+              b'data: {"error": {"message": "x", "text": "y"}}\n\n', b'data: {"choices":[],"usage":{}}\n\n',
+              b': comment\n\n', b'data: {"choices":[{"delta":{"content":"b"}}]}\n\n', b"data: [DONE]\n\n"]
+    fast, slow = EventScanner(), EventScanner()
+    counts = [fast.feed(c) for c in stream]
+    for c in stream:
+        for i in range(len(c)):
+            slow.feed(c[i : i + 1])
+    assert counts == [1, 0, 0, 0, 0, 1, 0]
+    assert (fast.tokens, fast.done, fast.error) == (slow.tokens, slow.done, slow.error) == (
+        2, True, b'data: {"error": {"message": "x", "text": "y"}}')

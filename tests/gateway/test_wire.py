@@ -106,3 +106,105 @@ def test_a_body_cut_mid_chunk_is_broken() -> None:
 
     got, e = run(main())
     assert got == [b"hello"] and e.kind == "broken"
+
+
+async def _chunked_server(parts: list[bytes], gap_s: float = 0.005, end: bool = True):
+    async def handler(reader, writer):
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for p in parts:
+            writer.write(b"%x\r\n%s\r\n" % (len(p), p))
+            await writer.drain()
+            await asyncio.sleep(gap_s)
+        if end:
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        else:
+            writer.close()
+
+    return await _server(handler)
+
+
+def test_push_mode_hands_every_chunk_to_the_sink_from_the_callback_and_ends_true() -> None:
+    parts = [b"data: %d\n\n" % i for i in range(20)]
+
+    async def main():
+        server, url = await _chunked_server(parts)
+        c = WireClient(1.0)
+        r = await open_stream(c, url, b"{}")
+        got: list[bytes] = []
+        ended = await r.push(lambda data: got.append(data) is None)
+        await r.aclose()
+        await c.aclose()
+        server.close()
+        return b"".join(got), ended
+
+    body, ended = run(main())
+    assert ended is True and body == b"".join(parts)
+
+
+def test_a_sink_that_refuses_hands_the_rest_back_to_chunks_in_order() -> None:
+    parts = [b"data: %d\n\n" % i for i in range(12)]
+
+    async def main():
+        server, url = await _chunked_server(parts)
+        c = WireClient(1.0)
+        r = await open_stream(c, url, b"{}")
+        got: list[bytes] = []
+
+        def sink(data: bytes) -> bool:
+            if len(got) >= 3:
+                return False  # e.g. the client's socket is backed up: nothing taken
+            got.append(data)
+            return True
+
+        ended = await r.push(sink)
+        rest = [x async for x in r.chunks()]
+        await r.aclose()
+        server.close()
+        return ended, b"".join(got + rest)
+
+    ended, body = run(main())
+    assert ended is False and body == b"".join(parts)
+
+
+def test_push_mode_raises_on_a_cut_stream_on_silence_and_on_the_sinks_own_error() -> None:
+    async def main():
+        out = []
+        server, url = await _chunked_server([b"data: a\n\n"], end=False)
+        c = WireClient(1.0)
+        r = await open_stream(c, url, b"{}")
+        with pytest.raises(UpstreamFailure) as broken:
+            await r.push(lambda d: True)
+        out.append(broken.value.kind)
+        server.close()
+
+        async def silent(reader, writer):
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            await asyncio.sleep(3)
+
+        server, url = await _server(silent)
+        r = await open_stream(c, url, b"{}")
+        r.idle_s = 0.3
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(UpstreamFailure) as idle:
+            await r.push(lambda d: True)
+        out += [idle.value.kind, asyncio.get_running_loop().time() - t0]
+        await r.aclose()
+        server.close()
+
+        server, url = await _chunked_server([b"data: a\n\n", b"data: b\n\n"])
+        r = await open_stream(c, url, b"{}")
+
+        def bad(d: bytes) -> bool:
+            raise RuntimeError("sink bug")
+
+        with pytest.raises(RuntimeError, match="sink bug"):
+            await r.push(bad)
+        await r.aclose()
+        server.close()
+        return out
+
+    broken, idle, took = run(main())
+    assert broken == "broken" and idle == "timeout" and 0.25 <= took < 1.5

@@ -3,25 +3,26 @@
 bench
 =====
 
-``polyserve bench`` speaks ``vllm bench serve``'s flags and adds what no public benchmark reports: per-SLO
-tier attainment and goodput, with the SLO of each request sent as headers (``x-slo-ttft-ms``,
-``x-slo-tpot-ms``, ``x-polyserve-tier``), so a SLO-aware gateway can act on them::
+``polyserve bench`` speaks ``vllm bench serve``'s flags, with vLLM's meanings, and adds what no public
+benchmark reports: per-SLO tier attainment and goodput, with the SLO of each request sent as headers
+(``x-slo-ttft-ms``, ``x-slo-tpot-ms``, ``x-polyserve-tier``), so a SLO-aware gateway can act on them::
 
-    polyserve bench --base-url http://127.0.0.1:8000 --model llama-3.1-8b --dataset-name random \\
-        --num-prompts 500 --request-rate 20 --random-input-len 1024 --random-output-len 128 \\
-        --tiers tiers.toml --save-result --result-dir results/
+    polyserve bench --host 127.0.0.1 --port 8000 --backend vllm --model llama-3.1-8b --dataset-name random \
+        --num-prompts 500 --request-rate 20 --random-input-len 1024 --random-output-len 128 \
+        --tiers tiers.toml --save-result --save-detailed --result-dir results/
     polyserve bench plot results/polyserve-bench-20qps-llama-3.1-8b-20250101-120000.json
 
-Workload. ``--dataset-name random``: prompts of ``--random-input-len`` words (one token per word on the
-emulated engine, about one on a real tokenizer; ``--random-range-ratio`` spreads the lengths), exactly
-``--random-output-len`` tokens back (``max_tokens`` with ``ignore_eos``). ``--dataset-name trace
---dataset-path FILE``: any trace the simulator reads (Azure, Vidur, BurstGPT CSV, Mooncake JSONL;
-``--trace-format`` to force one), replayed on the wall clock at its recorded times, or re-timed by
-``--request-rate``. Arrivals: ``--request-rate`` req/s, Poisson, or gamma with ``--burstiness``; ``inf``
-(the random default) sends everything at once; ``--max-concurrency`` caps requests in flight. Tiers: each
-request draws one from the mix (``--tiers FILE``, ``--tier-weights t20=1,t30=2``; default: the shipped
-t20/t30/t50/t100 tiers, equal mix; a trace's tier column wins unless ``--tier-weights`` is given). Everything
-random is seeded by ``--seed``.
+vLLM's flags taken: ``--backend`` (openai, vllm, openai-chat), ``--base-url`` or ``--host``/``--port``,
+``--endpoint``, ``--model``, ``--served-model-name``, ``--tokenizer`` (recorded only: nothing is downloaded;
+token counts are the server's ``usage``, else words), ``--dataset-name random|sharegpt`` (and our ``trace``),
+``--dataset-path``, ``--sharegpt-output-len``, ``--no-oversample``, ``--random-input-len``,
+``--random-output-len``, ``--random-range-ratio``, ``--random-prefix-len``, ``--ignore-eos``,
+``--num-prompts``, ``--request-rate``, ``--burstiness``, ``--ramp-up-strategy`` with ``--ramp-up-start-rps``
+and ``--ramp-up-end-rps``, ``--max-concurrency``, ``--num-warmups``, ``--seed``, ``--percentile-metrics``,
+``--metric-percentiles``, ``--goodput``, ``--save-result``, ``--save-detailed``, ``--metadata``,
+``--result-dir``, ``--result-filename``, ``--disable-tqdm``. Ours: ``--tiers``, ``--tier-weights``,
+``--duration``, ``--timeout``, ``--trace-format``. The workload (``dataset``): random, a local ShareGPT file,
+or any trace the simulator reads, with each request's tier drawn from the mix, all seeded by ``--seed``.
 
 Measured per request (from the stream, on the client's clock, from the moment it is sent): TTFT (first text
 chunk), every inter-token gap (ITL), TPOT = (E2E - TTFT) / (tokens - 1), E2E (``[DONE]``), output tokens
@@ -29,18 +30,21 @@ chunk), every inter-token gap (ITL), TPOT = (E2E - TTFT) / (tokens - 1), E2E (``
 a request is attained if every chunk was on time (early tokens bank slack).
 
 Reported per tier and overall: ``completed``, ``failed``, ``attained``, ``attainment`` (attained / sent;
-failures count as missed), ``request_goodput`` (attained requests per second of run time), throughputs,
-``mean_/median_/std_/p<P>_`` of ``ttft``, ``tpot``, ``itl``, ``e2el`` in ms (``--metric-percentiles``, plus 50
-and 99 always), ``errors`` by kind (``http_<status>``, ``timeout``, ``connection``, ``stream_broken``,
-``stream_error``, ``invalid_response``, ``empty_response``). ``--goodput ttft:MS tpot:MS [e2el:MS]`` adds
-vLLM's goodput as ``vllm_request_goodput``. Every request sent ends completed or failed; the run stops by
-itself (``--num-prompts``, ``--duration`` stops sending, each request bounded by ``--timeout``).
+failures count as missed), ``dslo_request_goodput`` (attained requests per second of run time), vLLM's
+``request_goodput`` (``--goodput ttft:MS tpot:MS [e2el:MS]``; null without it), throughputs, vLLM's
+``max_output_tokens_per_s`` and ``max_concurrent_requests``, ``mean_/median_/std_/p<P>_`` of ``ttft``,
+``tpot``, ``itl``, ``e2el`` in ms (``--metric-percentiles``, plus 50 and 99 always), ``error_kinds`` by kind
+(``http_<status>``, ``timeout``, ``connection``, ``stream_broken``, ``stream_error``, ``invalid_response``,
+``empty_response``). Every request sent ends completed or failed; the run stops by itself (``--num-prompts``,
+``--duration`` stops sending, each request bounded by ``--timeout``).
 
 Result file (``--save-result``; ``--result-dir``, ``--result-filename``; default name
-``polyserve-bench-<rate>qps-<model>-<YYYYmmdd-HHMMSS>.json``): vLLM's key names where they overlap, plus
-``tiers``, ``errors``, ``tier_definitions``, ``workload`` and ``requests`` (per-request records for plots).
-A live progress line shows on stderr when it is a terminal (``--disable-tqdm`` turns it off); a table ends
-the run. Exit code 1 if no request completed, 2 for bad flags or files.
+``polyserve-bench-<rate>qps-<model>-<YYYYmmdd-HHMMSS>.json``): vLLM's keys with vLLM's meanings where they
+overlap (with ``--save-detailed`` its per-request lists ``input_lens``, ``output_lens``, ``ttfts``, ``itls``,
+``start_times``, ``generated_texts`` and ``errors``), plus ``tiers``, ``error_kinds``, ``tier_definitions``,
+``workload`` and ``requests`` (per-request records for plots). A live progress line shows on stderr when it
+is a terminal (``--disable-tqdm`` turns it off); a table ends the run. Exit code 1 if no request completed,
+2 for bad flags or files.
 
 Python::
 

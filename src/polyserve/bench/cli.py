@@ -20,30 +20,36 @@ import typer
 from typer.core import TyperGroup
 
 _GOODPUT_ITEM = re.compile(r"^(ttft|tpot|e2el):")
+_METADATA_ITEM = re.compile(r"^[^-][^=]*=")
+MULTI = {"--goodput": _GOODPUT_ITEM, "--metadata": _METADATA_ITEM}  # vLLM's nargs flags and their items
 
 
-def spread_goodput(args: list[str]) -> list[str]:
-    """``--goodput ttft:500 tpot:50`` -> ``--goodput ttft:500 --goodput tpot:50``."""
+def spread_multi(args: list[str]) -> list[str]:
+    """vLLM's several-words flags as repeated options: ``--goodput ttft:500 tpot:50`` -> ``--goodput ttft:500
+    --goodput tpot:50``, ``--metadata a=1 b=2`` -> ``--metadata a=1 --metadata b=2``."""
     out: list[str] = []
-    in_goodput = False
+    flag: str | None = None
     for a in args:
-        if a == "--goodput":
-            in_goodput = True
+        if a in MULTI:
+            flag = a
             out.append(a)
             continue
-        if in_goodput and _GOODPUT_ITEM.match(a):
-            if out[-1] != "--goodput":
-                out.append("--goodput")
+        if flag is not None and MULTI[flag].match(a):
+            if out[-1] != flag:
+                out.append(flag)
             out.append(a)
             continue
-        in_goodput = False
+        flag = None
         out.append(a)
     return out
 
 
+spread_goodput = spread_multi  # the name earlier code and tests use
+
+
 class BenchGroup(TyperGroup):
     def parse_args(self, ctx, args):  # type: ignore[no-untyped-def]
-        return super().parse_args(ctx, spread_goodput(list(args)))
+        return super().parse_args(ctx, spread_multi(list(args)))
 
 
 bench_app = typer.Typer(
@@ -70,10 +76,10 @@ def print_report(doc: dict, metrics: list[str], percentiles: list[float], consol
 
     from polyserve.bench.report import pkey
 
-    t = Table(
-        title=f"polyserve bench: {doc['model_id']} at {doc['request_rate'] or 'trace'} req/s",
-        title_justify="left",
-    )
+    rate = doc["request_rate"] or "trace"
+    if doc.get("ramp_up_strategy"):
+        rate = f"{doc['ramp_up_start_rps']}->{doc['ramp_up_end_rps']} ({doc['ramp_up_strategy']} ramp-up)"
+    t = Table(title=f"polyserve bench: {doc['model_id']} at {rate} req/s", title_justify="left")
     for col in ("tier", "completed", "failed", "attained", "goodput/s"):
         t.add_column(col, justify="left" if col == "tier" else "right")
     shown = sorted({50.0, *percentiles})
@@ -87,7 +93,7 @@ def print_report(doc: dict, metrics: list[str], percentiles: list[float], consol
             str(b["completed"]),
             str(b["failed"]),
             "-" if att is None else f"{att:.1%}",
-            _fmt(b["request_goodput"], 2),
+            _fmt(b["dslo_request_goodput"], 2),
         ]
         for m in metrics:
             cells.append(" / ".join(_fmt(b.get(f"{pkey(p)}_{m}_ms")) for p in shown))
@@ -95,13 +101,15 @@ def print_report(doc: dict, metrics: list[str], percentiles: list[float], consol
     console.print(t)
     line = (
         f"duration {doc['duration']:.2f} s, request throughput {doc['request_throughput']:.2f} req/s, "
-        f"output {doc['output_throughput']:.1f} tok/s, request_goodput (DSLO) {doc['request_goodput']:.2f} req/s"
+        f"output {doc['output_throughput']:.1f} tok/s (peak {doc['max_output_tokens_per_s']:.0f} in one second, "
+        f"{doc['max_concurrent_requests']} requests in flight at most), "
+        f"dslo_request_goodput {doc['dslo_request_goodput']:.2f} req/s"
     )
-    if "vllm_request_goodput" in doc:
-        line += f", vLLM goodput {doc['vllm_request_goodput']:.2f} req/s"
+    if doc.get("request_goodput") is not None:
+        line += f", request_goodput (--goodput) {doc['request_goodput']:.2f} req/s"
     console.print(line, highlight=False)
-    if doc["errors"]:
-        console.print("errors: " + ", ".join(f"{k} {v}" for k, v in doc["errors"].items()), highlight=False)
+    if doc["error_kinds"]:
+        console.print("errors: " + ", ".join(f"{k} {v}" for k, v in doc["error_kinds"].items()), highlight=False)
     if doc.get("not_sent"):
         console.print(f"not sent (after --duration): {doc['not_sent']}", highlight=False)
 
@@ -110,23 +118,40 @@ def print_report(doc: dict, metrics: list[str], percentiles: list[float], consol
 def bench(
     ctx: typer.Context,
     base_url: Annotated[
-        str, typer.Option("--base-url", help="Server root, e.g. http://127.0.0.1:8000")
-    ] = "http://127.0.0.1:8000",
+        str | None, typer.Option("--base-url", help="Server root, e.g. http://127.0.0.1:8000 (default: from --host and --port)")
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Server host when --base-url is not given")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Server port when --base-url is not given")] = 8000,
     endpoint: Annotated[
         str, typer.Option("--endpoint", help="/v1/completions or /v1/chat/completions")
     ] = "/v1/completions",
-    model: Annotated[
-        str | None, typer.Option("--model", help="Model name to send (default: the first at /v1/models)")
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="openai | vllm (completions) | openai-chat (chat); default: from --endpoint")
     ] = None,
-    dataset_name: Annotated[str, typer.Option("--dataset-name", help="random | trace")] = "random",
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model id (default: the first at /v1/models)")
+    ] = None,
+    served_model_name: Annotated[
+        str | None, typer.Option("--served-model-name", help="Model name sent in requests (default: --model)")
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option("--tokenizer", help="Recorded as tokenizer_id; never loaded or downloaded (token counts: the server's usage, else words)")
+    ] = None,
+    dataset_name: Annotated[str, typer.Option("--dataset-name", help="random | sharegpt | trace")] = "random",
     dataset_path: Annotated[
         Path | None,
         typer.Option(
             "--dataset-path",
-            help="Trace file for --dataset-name trace (Azure, Vidur, BurstGPT CSV, Mooncake JSONL)",
+            help="ShareGPT JSON for sharegpt; trace file for trace (Azure, Vidur, BurstGPT CSV, Mooncake JSONL)",
             dir_okay=False,
         ),
     ] = None,
+    sharegpt_output_len: Annotated[
+        int | None, typer.Option("--sharegpt-output-len", help="Output tokens per request, overriding the answers' lengths")
+    ] = None,
+    no_oversample: Annotated[
+        bool, typer.Option("--no-oversample", help="sharegpt: do not repeat samples to reach --num-prompts")
+    ] = False,
     trace_format: Annotated[
         str | None,
         typer.Option("--trace-format", help="azure|vidur|burstgpt|mooncake|lengths (default: detect)"),
@@ -138,8 +163,14 @@ def bench(
         int, typer.Option("--random-output-len", help="Output tokens per request (max_tokens)")
     ] = 128,
     random_range_ratio: Annotated[
-        float, typer.Option("--random-range-ratio", help="Lengths uniform in [L(1-r), L(1+r)]")
+        float, typer.Option("--random-range-ratio", help="Lengths uniform in [floor(L(1-r)), ceil(L(1+r))]")
     ] = 0.0,
+    random_prefix_len: Annotated[
+        int, typer.Option("--random-prefix-len", help="A fixed prefix of this many tokens before every random prompt")
+    ] = 0,
+    ignore_eos: Annotated[
+        bool, typer.Option("--ignore-eos", help="Send ignore_eos (always sent for the random and trace datasets)")
+    ] = False,
     num_prompts: Annotated[
         int | None,
         typer.Option("--num-prompts", help="Requests to send (default 1000; a trace: all its rows)"),
@@ -157,6 +188,12 @@ def bench(
     max_concurrency: Annotated[
         int | None, typer.Option("--max-concurrency", help="At most this many requests in flight")
     ] = None,
+    ramp_up_strategy: Annotated[
+        str | None, typer.Option("--ramp-up-strategy", help="linear | exponential: the rate goes from --ramp-up-start-rps to --ramp-up-end-rps over the run")
+    ] = None,
+    ramp_up_start_rps: Annotated[int | None, typer.Option("--ramp-up-start-rps", help="Ramp-up: first rate (req/s)")] = None,
+    ramp_up_end_rps: Annotated[int | None, typer.Option("--ramp-up-end-rps", help="Ramp-up: last rate (req/s)")] = None,
+    num_warmups: Annotated[int, typer.Option("--num-warmups", help="Requests sent before the measured run (not in the result)")] = 0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the arrivals, lengths, tiers and prompts")] = 0,
     duration: Annotated[
         float | None, typer.Option("--duration", help="Stop sending after this many seconds")
@@ -185,6 +222,12 @@ def bench(
         typer.Option("--goodput", help="vLLM goodput SLOs: --goodput ttft:MS tpot:MS [e2el:MS]"),
     ] = None,
     save_result: Annotated[bool, typer.Option("--save-result", help="Write the result JSON")] = False,
+    save_detailed: Annotated[
+        bool, typer.Option("--save-detailed", help="Add vLLM's per-request lists (input_lens, ttfts, itls, generated_texts, errors, ...)")
+    ] = False,
+    metadata: Annotated[
+        list[str] | None, typer.Option("--metadata", help="KEY=VALUE ... saved as top-level keys of the result")
+    ] = None,
     result_dir: Annotated[
         Path, typer.Option("--result-dir", help="Directory for --save-result", file_okay=False)
     ] = Path("."),
@@ -202,16 +245,31 @@ def bench(
     from rich.console import Console
 
     from polyserve.bench.api import benchmark
-    from polyserve.bench.config import METRICS, BenchConfig, parse_goodput, parse_list, parse_weights
+    from polyserve.bench.config import METRICS, BenchConfig, parse_goodput, parse_list, parse_metadata, parse_weights
     from polyserve.bench.progress import ProgressLine
     from polyserve.bench.result import save_result as write
     from polyserve.core.errors import PolyServeError
 
     try:
+        if base_url is None:
+            base_url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         cfg = BenchConfig(
             base_url=base_url,
             endpoint=endpoint,
+            backend=backend,
             model=model,
+            served_model_name=served_model_name,
+            tokenizer=tokenizer,
+            sharegpt_output_len=sharegpt_output_len,
+            no_oversample=no_oversample,
+            random_prefix_len=random_prefix_len,
+            ignore_eos=ignore_eos,
+            ramp_up_strategy=ramp_up_strategy,
+            ramp_up_start_rps=ramp_up_start_rps,
+            ramp_up_end_rps=ramp_up_end_rps,
+            num_warmups=num_warmups,
+            save_detailed=save_detailed,
+            metadata=parse_metadata(metadata),
             dataset_name=dataset_name,
             dataset_path=str(dataset_path) if dataset_path else None,
             trace_format=trace_format,
@@ -232,6 +290,10 @@ def bench(
             tier_weights=parse_weights(tier_weights),
         )
         err = Console(stderr=True)
+        if tokenizer:
+            err.print(f"note: --tokenizer {tokenizer} is recorded as tokenizer_id, not loaded (nothing is "
+                      "downloaded): lengths are the server's usage counts when it reports them, else words",
+                      highlight=False)
         try:
             with ProgressLine(err, enabled=not disable_tqdm and sys.stderr.isatty()) as line:
                 doc = asyncio.run(benchmark(cfg, progress=line.update))

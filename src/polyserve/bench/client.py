@@ -39,6 +39,7 @@ class Outcome:
     usage_prompt_tokens: int | None = None
     error: str | None = None
     error_detail: str = ""
+    text: list[str] = field(default_factory=list)  # the generated text, piece by piece
 
     def fail(self, kind: str, detail: str) -> Outcome:
         self.error = kind
@@ -63,7 +64,7 @@ def payload(cfg: BenchConfig, model: str, req: BenchRequest) -> dict[str, object
     else:
         body["prompt"] = req.prompt
         body["max_tokens"] = req.output_tokens
-    if cfg.ignore_eos:
+    if cfg.sends_ignore_eos:
         body["ignore_eos"] = True
     body.update(cfg.extra_body)
     return body
@@ -133,8 +134,10 @@ async def send_request(
                             o.usage_output_tokens = usage["completion_tokens"]
                         if isinstance(usage.get("prompt_tokens"), int):
                             o.usage_prompt_tokens = usage["prompt_tokens"]
-                    if _text(chunk):
+                    piece = _text(chunk)
+                    if piece:
                         o.chunk_times.append(t)
+                        o.text.append(piece)
                 o.end = clock.now()
                 if not done:
                     return o.fail("stream_broken", "the stream ended without data: [DONE]")

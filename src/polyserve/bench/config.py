@@ -2,7 +2,8 @@
 
 Validated when built: a bad value raises ``ConfigError`` naming the flag and what is allowed, before anything
 is sent. Defaults follow ``vllm bench serve`` where it has the flag (``/v1/completions``, 1024 prompt and 128
-output tokens for the random dataset, 1000 prompts, all sent at once, percentiles ttft,tpot,itl,e2el at 99).
+output tokens for the random dataset, 1000 prompts, all sent at once, percentiles at 99), and so do the rules
+of its flags (``--backend`` and the endpoint agree, a ramp-up replaces ``--request-rate``, ...).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from dataclasses import dataclass, field
 
 from polyserve.core.errors import ConfigError
 
-DATASETS = ("random", "trace")
+DATASETS = ("random", "sharegpt", "trace")
+BACKENDS = ("openai", "vllm", "openai-chat")  # vllm bench serve's OpenAI-compatible backends
+RAMP_UP = ("linear", "exponential")
 METRICS = ("ttft", "tpot", "itl", "e2el")
 GOODPUT_KEYS = ("ttft", "tpot", "e2el")
 ENDPOINTS = ("/v1/completions", "/v1/chat/completions")
@@ -25,7 +28,7 @@ class BenchConfig:
     endpoint: str = "/v1/completions"
     model: str | None = None  # None: the first model the server lists at /v1/models
     dataset_name: str = "random"
-    dataset_path: str | None = None  # trace file (--dataset-name trace)
+    dataset_path: str | None = None  # trace file (--dataset-name trace) or ShareGPT JSON (sharegpt)
     trace_format: str | None = None  # None: detect from the file
     random_input_len: int = 1024
     random_output_len: int = 128
@@ -42,8 +45,20 @@ class BenchConfig:
     goodput_slo_ms: dict[str, float] | None = None  # vLLM's --goodput: ttft/tpot/e2el limits
     tiers_path: str | None = None  # None: the shipped tiers
     tier_weights: dict[str, float] | None = None  # None: the tier file's weights (shipped: equal)
-    ignore_eos: bool = True  # sent in the body so a real vLLM generates exactly max_tokens
+    ignore_eos: bool = False  # --ignore-eos; the random and trace datasets always send it (as vLLM's random)
     extra_body: dict[str, object] = field(default_factory=dict)
+    backend: str | None = None  # vLLM's --backend; None: from the endpoint (openai, or openai-chat)
+    tokenizer: str | None = None  # recorded as tokenizer_id; never loaded (see token_counting)
+    served_model_name: str | None = None  # the name sent in requests (vLLM: model_name); --model is the id
+    random_prefix_len: int = 0  # a fixed prefix of this many words before every random prompt
+    sharegpt_output_len: int | None = None  # overrides the ShareGPT completion lengths
+    no_oversample: bool = False  # sharegpt: fewer valid conversations than --num-prompts are not repeated
+    num_warmups: int = 0  # requests sent (the first request's input) before the measured run
+    ramp_up_strategy: str | None = None  # linear | exponential: the rate goes start -> end over the run
+    ramp_up_start_rps: int | None = None
+    ramp_up_end_rps: int | None = None
+    save_detailed: bool = False  # per-request lists in the result (vLLM's input_lens, ttfts, itls, ...)
+    metadata: dict[str, str] = field(default_factory=dict)  # --metadata KEY=VALUE: top-level result keys
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -56,8 +71,33 @@ class BenchConfig:
             )
         if self.dataset_name == "trace" and not self.dataset_path:
             raise ConfigError("--dataset-name trace needs --dataset-path FILE (a trace the simulator reads)")
+        if self.dataset_name == "sharegpt" and not self.dataset_path:
+            raise ConfigError("--dataset-name sharegpt needs --dataset-path FILE (a local ShareGPT JSON file, such "
+                              "as ShareGPT_V3_unfiltered_cleaned_split.json; nothing is downloaded)")
         if self.dataset_name == "random" and self.dataset_path:
-            raise ConfigError("--dataset-path is for --dataset-name trace; the random dataset reads no file")
+            raise ConfigError("--dataset-path is for --dataset-name trace or sharegpt; the random dataset reads no "
+                              "file")
+        if self.backend is not None:
+            if self.backend not in BACKENDS:
+                raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)} (the OpenAI-compatible ones "
+                                  f"polyserve bench speaks), got {self.backend!r}")
+            chat_endpoint = self.endpoint.rstrip("/").endswith("chat/completions")
+            if (self.backend == "openai-chat") != chat_endpoint:
+                want = "/v1/chat/completions" if self.backend == "openai-chat" else "/v1/completions"
+                raise ConfigError(f"--backend {self.backend} sends to {want}; --endpoint is {self.endpoint} "
+                                  f"(give --endpoint {want}, or the matching --backend)")
+        if self.random_prefix_len < 0:
+            raise ConfigError(f"--random-prefix-len must be >= 0, got {self.random_prefix_len}")
+        if self.random_prefix_len and self.dataset_name != "random":
+            raise ConfigError("--random-prefix-len applies to --dataset-name random")
+        if self.sharegpt_output_len is not None:
+            if self.dataset_name != "sharegpt":
+                raise ConfigError("--sharegpt-output-len applies to --dataset-name sharegpt")
+            if self.sharegpt_output_len < 1:
+                raise ConfigError(f"--sharegpt-output-len must be >= 1, got {self.sharegpt_output_len}")
+        if self.num_warmups < 0:
+            raise ConfigError(f"--num-warmups must be >= 0, got {self.num_warmups}")
+        self._check_ramp_up()
         for name in ("random_input_len", "random_output_len"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -89,20 +129,56 @@ class BenchConfig:
                     raise ConfigError(f"--goodput: unknown metric {k!r}; use {', '.join(GOODPUT_KEYS)}")
                 if not (math.isfinite(v) and v > 0):
                     raise ConfigError(f"--goodput {k}: the limit must be a number of ms > 0, got {v}")
-        if self.rate_is_infinite and self.dataset_name == "random" and self.burstiness != 1.0:
+        if self.rate_is_infinite and self.dataset_name != "trace" and self.burstiness != 1.0:
             raise ConfigError("--burstiness shapes the gaps between requests; give a finite --request-rate")
         if self.dataset_name == "trace" and self.burstiness != 1.0:
             raise ConfigError(
                 "--burstiness applies to the random dataset; a trace keeps its recorded burstiness"
             )
-        if self.num_prompts is None and self.duration_s is not None and self.rate_is_infinite:
+        if (self.num_prompts is None and self.duration_s is not None and self.rate_is_infinite
+                and self.ramp_up_strategy is None):
             raise ConfigError("with --request-rate inf every prompt is sent at once; give --num-prompts")
+
+    def _check_ramp_up(self) -> None:
+        """vllm bench serve's rules: a ramp replaces --request-rate; both ends given; start <= end; > 0 here
+        (vLLM accepts a start of 0 and then fails on its first request's rate)."""
+        s, lo, hi = self.ramp_up_strategy, self.ramp_up_start_rps, self.ramp_up_end_rps
+        if s is None:
+            if lo is not None or hi is not None:
+                raise ConfigError("--ramp-up-start-rps/--ramp-up-end-rps need --ramp-up-strategy linear|exponential")
+            return
+        if s not in RAMP_UP:
+            raise ConfigError(f"--ramp-up-strategy must be one of {', '.join(RAMP_UP)}, got {s!r}")
+        if self.request_rate is not None:
+            raise ConfigError("with --ramp-up-strategy the rate goes from --ramp-up-start-rps to --ramp-up-end-rps; "
+                              "do not give --request-rate")
+        if lo is None or hi is None:
+            raise ConfigError("--ramp-up-strategy needs both --ramp-up-start-rps and --ramp-up-end-rps")
+        if lo < 1 or hi < 1:
+            raise ConfigError(f"--ramp-up-start-rps and --ramp-up-end-rps must be >= 1 req/s, got {lo} and {hi}")
+        if lo > hi:
+            raise ConfigError(f"--ramp-up-start-rps ({lo}) must be <= --ramp-up-end-rps ({hi})")
+        if self.dataset_name == "trace":
+            raise ConfigError("--ramp-up-strategy shapes synthetic arrivals; a trace keeps its own (use random or "
+                              "sharegpt)")
+
+    @property
+    def sends_ignore_eos(self) -> bool:
+        """``ignore_eos: true`` in every request: --ignore-eos, or a dataset whose output lengths are meant
+        exactly (random, as vllm bench serve forces it; trace, whose recorded lengths are replayed)."""
+        return self.ignore_eos or self.dataset_name in ("random", "trace")
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend or ("openai-chat" if self.chat else "openai")
 
     @property
     def rate_is_infinite(self) -> bool:
-        """All requests at once (``--request-rate inf``, the random dataset's default)."""
+        """All requests at once (``--request-rate inf``, the random and sharegpt datasets' default)."""
+        if self.ramp_up_strategy is not None:
+            return False
         if self.request_rate is None:
-            return self.dataset_name == "random"
+            return self.dataset_name != "trace"
         return math.isinf(self.request_rate)
 
     @property
@@ -133,6 +209,17 @@ def parse_goodput(items: list[str] | None) -> dict[str, float] | None:
                 out[key.strip()] = float(val)
             except ValueError:
                 raise ConfigError(f"--goodput: expected METRIC:MS such as ttft:500, got {part!r}") from None
+    return out
+
+
+def parse_metadata(items: list[str] | None) -> dict[str, str]:
+    """``["version=0.3.3", "tp=1"]`` -> ``{"version": "0.3.3", "tp": "1"}`` (vLLM's --metadata)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--metadata: expected KEY=VALUE, got {item!r}")
+        out[key.strip()] = val.strip()
     return out
 
 

@@ -1,14 +1,17 @@
 """From per-request records to the benchmark's result: per tier and overall counts, attainment, goodput,
-latency statistics; vLLM's key names where they overlap.
+latency statistics; vLLM's key names where they overlap, with vLLM's meanings.
 
-- ``completed`` / ``failed``: every request sent ends as one or the other; ``errors``: failures by kind.
+- ``completed`` / ``failed``: every request sent ends as one or the other; ``error_kinds``: failures by kind.
 - ``attainment``: DSLO-attained requests / requests sent (a failed request is not attained).
-- ``request_goodput``: DSLO-attained requests per second of benchmark duration (ours);
-  ``vllm_request_goodput``: vLLM's ``--goodput`` definition (completed requests whose TTFT, TPOT and E2E are
-  each within the given limits, per second), present only when ``--goodput`` is given.
+- ``dslo_request_goodput``: DSLO-attained requests per second of benchmark duration (ours, per tier);
+  ``request_goodput``: vLLM's ``--goodput`` definition (completed requests whose TTFT, TPOT and E2E are each
+  within the given limits, per second), null unless ``--goodput`` is given (as vLLM).
 - Latency statistics over completed requests: ``mean_``, ``median_``, ``std_`` and ``p<P>_`` for each of
   ttft, tpot, itl (every gap of every request), e2el, in ms; ``P`` the requested percentiles plus 50 and 99.
   A statistic of no values is null.
+- ``max_output_tokens_per_s`` and ``max_concurrent_requests`` (vLLM's): over completed requests, the most
+  text chunks received in one whole second (seconds counted from the first send), and the most requests in
+  flight at one time (send to end, half-open intervals).
 """
 
 from __future__ import annotations
@@ -47,6 +50,29 @@ def latency_stats(records: Sequence[RequestRecord], percentiles: Sequence[float]
     return out
 
 
+def peaks(records: Sequence[RequestRecord]) -> tuple[float, int]:
+    """vLLM's (max_output_tokens_per_s, max_concurrent_requests) over the completed requests."""
+    ok = [r for r in records if r.ok and r.ttft_ms is not None and r.e2el_ms is not None]
+    if not ok:
+        return 0.0, 0
+    t0 = min(r.send_s for r in ok)
+    buckets: Counter[int] = Counter()
+    events: list[tuple[float, int]] = []
+    for r in ok:
+        t = r.send_s + r.ttft_ms / 1e3  # type: ignore[operator]
+        buckets[int(t - t0)] += 1
+        for gap in r.itl_ms:
+            t += gap / 1e3
+            buckets[int(t - t0)] += 1
+        events += [(r.send_s, 1), (r.send_s + r.e2el_ms / 1e3, -1)]  # type: ignore[operator]
+    events.sort()  # at a tie, an end (-1) before a start: half-open intervals
+    now = peak = 0
+    for _, d in events:
+        now += d
+        peak = max(peak, now)
+    return float(max(buckets.values())), peak
+
+
 def _vllm_good(r: RequestRecord, slo: dict[str, float]) -> bool:
     got = {"ttft": r.ttft_ms, "tpot": r.tpot_ms, "e2el": r.e2el_ms}
     for k, limit in slo.items():
@@ -70,22 +96,25 @@ def group_summary(
     dur = max(duration_s, 1e-9)
     out_tokens = sum(r.output_tokens for r in completed)
     in_tokens = sum(r.input_tokens for r in completed)
+    good = sum(1 for r in completed if _vllm_good(r, goodput_slo_ms)) if goodput_slo_ms else None
+    tokens_per_s, concurrency = peaks(records)
     doc: dict[str, object] = {
         "completed": len(completed),
         "failed": sent - len(completed),
         "attained": attained,
         "attainment": attained / sent if sent else None,
-        "request_goodput": attained / dur,
+        "dslo_request_goodput": attained / dur,
+        "request_goodput": None if good is None else good / dur,
         "request_throughput": len(completed) / dur,
         "output_throughput": out_tokens / dur,
         "total_token_throughput": (in_tokens + out_tokens) / dur,
         "total_input_tokens": in_tokens,
         "total_output_tokens": out_tokens,
     }
-    if goodput_slo_ms:
-        doc["vllm_request_goodput"] = sum(1 for r in completed if _vllm_good(r, goodput_slo_ms)) / dur
+    doc["max_output_tokens_per_s"] = tokens_per_s
+    doc["max_concurrent_requests"] = concurrency
     doc.update(latency_stats(records, percentiles))
-    doc["errors"] = dict(sorted(Counter(r.error for r in records if r.error is not None).items()))
+    doc["error_kinds"] = dict(sorted(Counter(r.error for r in records if r.error is not None).items()))
     return doc
 
 

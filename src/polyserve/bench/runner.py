@@ -8,6 +8,10 @@ by ``--timeout``, so the run is bounded by the last send time plus the timeout. 
 requests due after it, or still waiting for a ``--max-concurrency`` slot when it passes, are not sent
 (``not_sent``).
 
+``--num-warmups`` requests (copies of the first) go out before the start and are not part of the result. A
+ramp-up's requests carry the rate they were scheduled at; each new whole rate reached is recorded with the
+wall-clock time (vLLM's ``rps_change_events``).
+
 The HTTP client is injectable (``httpx.AsyncClient`` with any transport: sockets, or an in-process app), as is
 the clock. Failure modes: a server that cannot list its models when ``--model`` is not given raises
 ``BenchError``; failed requests are results, never exceptions.
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from polyserve.bench.client import send_request
+from polyserve.bench.client import Outcome, send_request
 from polyserve.bench.clock import Clock, RealClock
 from polyserve.bench.config import BenchConfig
 from polyserve.bench.dataset import BenchRequest
@@ -50,29 +54,55 @@ class Progress:
 
 @dataclass
 class BenchRun:
-    model: str
+    model: str  # the model id (--model, or the server's first model's root)
     records: list[RequestRecord]  # in request order; only requests that were sent
     duration_s: float  # start of sending to the end of the last request
     not_sent: int
     started_at: str  # ISO 8601 wall-clock time of the start (for the report only)
+    outcomes: list[Outcome] = field(default_factory=list)  # raw observations, aligned with ``records``
+    model_name: str = ""  # the name sent in requests (--served-model-name, else the id)
+    rps_change_events: list[dict[str, object]] = field(default_factory=list)  # a ramp-up: {rps, timestamp}
 
 
-async def resolve_model(client: httpx.AsyncClient, cfg: BenchConfig) -> str:
-    """``--model``, else the first model ``GET /v1/models`` lists."""
+async def resolve_model(client: httpx.AsyncClient, cfg: BenchConfig) -> tuple[str, str]:
+    """(model id, name sent in requests), as vllm bench serve: ``--model`` and ``--served-model-name`` (else
+    the model), or, without ``--model``, the first model ``GET /v1/models`` lists (its ``id`` is the name,
+    its ``root`` the id)."""
     if cfg.model:
-        return cfg.model
+        return cfg.model, cfg.served_model_name or cfg.model
     url = cfg.base_url.rstrip("/") + "/v1/models"
     try:
         r = await client.get(url)
         r.raise_for_status()
-        return str(r.json()["data"][0]["id"])
-    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
+        first = r.json()["data"][0]
+        name = str(first["id"])
+        return str(first.get("root") or name), name
+    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
         raise BenchError(f"no --model given and {url} did not list one ({e!r}); pass --model NAME") from None
 
 
+KEEPALIVE_EXPIRY_S = 2.0  # below the 5 s after which uvicorn (vLLM, the emulated engine) closes idle connections
+
+
+async def warm_up(http: httpx.AsyncClient, cfg: BenchConfig, model: str, first: BenchRequest, clock: Clock) -> None:
+    """``--num-warmups`` copies of the first request, at most ``--max-concurrency`` at a time, before the
+    measured run (as vllm bench serve); their outcomes are not part of the result."""
+    slots = asyncio.Semaphore(cfg.max_concurrency or cfg.num_warmups)
+
+    async def one() -> None:
+        async with slots:
+            await send_request(http, cfg, model, first, clock)
+
+    await asyncio.gather(*(one() for _ in range(cfg.num_warmups)))
+
+
 def default_client(cfg: BenchConfig) -> httpx.AsyncClient:
-    """No connection limit beyond --max-concurrency; no read timeout (each request has --timeout)."""
-    limits = httpx.Limits(max_connections=cfg.max_concurrency, max_keepalive_connections=cfg.max_concurrency)
+    """No connection limit beyond --max-concurrency; no read timeout (each request has --timeout). Idle
+    connections are dropped after ``KEEPALIVE_EXPIRY_S``, well before a uvicorn server (vLLM's, 5 s) drops
+    them: a request sent on a connection the server is closing at that moment is lost in flight (a reset),
+    and the benchmark would count the server's keep-alive timer as its failure."""
+    limits = httpx.Limits(max_connections=cfg.max_concurrency, max_keepalive_connections=cfg.max_concurrency,
+                          keepalive_expiry=KEEPALIVE_EXPIRY_S)
     return httpx.AsyncClient(timeout=httpx.Timeout(None, connect=30.0), limits=limits)
 
 
@@ -88,13 +118,18 @@ async def run_benchmark(
     own = client is None
     http = client or default_client(cfg)
     try:
-        model = await resolve_model(http, cfg)
+        model_id, model = await resolve_model(http, cfg)
+        if cfg.num_warmups and requests:
+            await warm_up(http, cfg, model, requests[0], clock)
         started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         start = clock.now()
         state = Progress(total=len(requests), started=start)
         stop_at = None if cfg.duration_s is None else start + cfg.duration_s
         slots = asyncio.Semaphore(cfg.max_concurrency) if cfg.max_concurrency else None
         records: dict[int, RequestRecord] = {}
+        outcomes: dict[int, Outcome] = {}
+        events: list[dict[str, object]] = []
+        last_rps = int(cfg.ramp_up_start_rps or 0) - 1
 
         def report() -> None:
             if progress is not None:
@@ -111,6 +146,7 @@ async def run_benchmark(
                 o = await send_request(http, cfg, model, req, clock)
                 rec = request_record(req, o, start)
                 records[req.index] = rec
+                outcomes[req.index] = o
                 if rec.ok:
                     state.completed += 1
                 else:
@@ -130,14 +166,20 @@ async def run_benchmark(
                 if cfg.duration_s is not None and req.at_s >= cfg.duration_s:
                     break  # due after the bound (a client running late still sends what was due before it)
                 await clock.sleep_until(start + req.at_s)
+                if req.rate is not None and int(req.rate) > last_rps:  # vLLM's rps_change_events
+                    stamp = dt.datetime.now().isoformat()
+                    events += [{"rps": r, "timestamp": stamp} for r in range(last_rps + 1, int(req.rate) + 1)]
+                    last_rps = int(req.rate)
                 tasks.append(asyncio.ensure_future(one(req)))
             await asyncio.gather(*tasks)
         finally:
             for t in tasks:
                 t.cancel()
         end = clock.now()
-        recs = [records[i] for i in sorted(records)]
-        return BenchRun(model, recs, end - start, len(requests) - len(recs), started_at)
+        order = sorted(records)
+        recs = [records[i] for i in order]
+        return BenchRun(model_id, recs, end - start, len(requests) - len(recs), started_at,
+                        [outcomes[i] for i in order], model, events)
     finally:
         if own:
             await http.aclose()

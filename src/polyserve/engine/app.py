@@ -3,6 +3,10 @@
 Routes: ``POST /v1/completions`` and ``/v1/chat/completions`` (streaming SSE or not), ``GET /v1/models``,
 ``GET /health`` (200 once the app can take requests), ``GET /metrics`` (Prometheus, vLLM's names).
 
+A list of prompts in ``/v1/completions`` is a batch, as in vLLM: one engine request per prompt, one choice per
+prompt (``index`` its position), usage summed; streamed, the prompts' chunks are merged as they come. Response
+ids carry a random part drawn once per process (unique across engines); ``created`` is the request's time.
+
 Each generation request: optional injected delay (``add_latency_ms``), body checks (400 with an OpenAI-style
 body, 404 for an unknown model), the ``fail_after`` fault (500), the context check (prompt + max_tokens must
 fit the KV cache, else 400, as vLLM's max_model_len check), then ``EngineCore.submit``. A stream sends one
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -89,8 +94,9 @@ class EmulatedEngine:
         )
         self.core: EngineCore | None = None
         self.requests_received = 0  # valid generation requests (what --fail-after counts)
-        self.created = int(time.time())
+        self.created = int(time.time())  # the model's creation time (/v1/models), not a response's
         self._ids = itertools.count()
+        self._salt = secrets.token_hex(6)  # per process: two engines never hand out the same response id
 
     def get_core(self) -> EngineCore:
         loop = asyncio.get_running_loop()
@@ -107,7 +113,8 @@ class EmulatedEngine:
             self.core.close()
 
     def next_id(self, chat: bool) -> str:
-        return f"{'chatcmpl' if chat else 'cmpl'}-polyserve-{next(self._ids)}"
+        """A response id unique across engines and restarts: a random per-process part, then a counter."""
+        return f"{'chatcmpl' if chat else 'cmpl'}-{self._salt}{next(self._ids):x}"
 
 
 def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
@@ -204,8 +211,9 @@ def create_engine_app(config: EngineConfig, *, latency_model: object | None = No
                 f"injected failure: this engine fails every request after the first "
                 f"{config.fail_after} (--fail-after)",
             )
+        created = g.created if g.created is not None else int(time.time())  # the request's time, as vLLM
         max_tokens = g.max_tokens or config.default_output_len
-        if g.prompt_tokens + max_tokens > engine.kv_capacity:
+        if g.prompt_tokens + max_tokens > engine.kv_capacity:  # the longest prompt of a batch
             raise RequestError(
                 400,
                 f"This model's maximum context length is {engine.kv_capacity} tokens. However, "
@@ -219,30 +227,39 @@ def create_engine_app(config: EngineConfig, *, latency_model: object | None = No
             if g.prefilled and max_tokens < 2:
                 raise RequestError(400, "a prefilled request ('polyserve_kv') needs max_tokens >= 2: the first "
                                    "token came from the prefill engine", "max_tokens")
-            stream = core.submit(g.prompt_tokens, max_tokens, arrival, g.priority,
-                                 None if slo is None else (slo.ttft_ms / 1e3, slo.tpot_ms / 1e3), g.prefilled)
+            deadlines = None if slo is None else (slo.ttft_ms / 1e3, slo.tpot_ms / 1e3)
+            streams = [core.submit(n, max_tokens, arrival, g.priority, deadlines, g.prefilled)
+                       for n in (g.batch or (g.prompt_tokens,))]  # a batch: one engine request per prompt
         except RuntimeError as e:  # the engine broke on an internal error earlier
             raise RequestError(500, str(e)) from None
-        engine.metrics.prompt_tokens.inc(g.prompt_tokens)
-        rid = engine.next_id(chat)
+        prompt_total = sum(g.batch) if g.batch else g.prompt_tokens
+        engine.metrics.prompt_tokens.inc(prompt_total)
+        rid = g.response_id or engine.next_id(chat)
+
+        def abort_all() -> None:
+            for st in streams:
+                core.abort(st)
+
         if g.stream:
-            return SSEResponse(_events(g, stream, rid), on_close=lambda: core.abort(stream))
-        waiter = asyncio.ensure_future(_collect(stream))
+            events = (_events(g, streams[0], rid, created) if len(streams) == 1
+                      else _batch_events(g, streams, rid, created))
+            return SSEResponse(events, on_close=abort_all)
+        waiter = asyncio.ensure_future(asyncio.gather(*(_collect(st) for st in streams)))
         gone = asyncio.ensure_future(_wait_disconnect(request))
         try:
             done, _ = await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
             gone.cancel()
-            core.abort(stream)
+            abort_all()
         if waiter not in done:
             return Response(status_code=499)  # the client is gone; nobody reads this
-        if stream.error is not None:
-            raise RequestError(500, f"engine failure: {stream.error!r}")
+        for st in streams:
+            if st.error is not None:
+                raise RequestError(500, f"engine failure: {st.error!r}")
         return JSONResponse(
-            full_response(
-                chat, rid, engine.created, config.name, output_text(max_tokens), g.prompt_tokens, max_tokens
-            )
+            full_response(chat, rid, created, config.name, output_text(max_tokens), prompt_total,
+                          max_tokens * len(streams), len(streams))
         )
 
     async def _collect(stream: TokenStream) -> None:
@@ -251,8 +268,47 @@ def create_engine_app(config: EngineConfig, *, latency_model: object | None = No
             if stream.error is not None:
                 return
 
-    async def _events(g: GenerationRequest, stream: TokenStream, rid: str) -> AsyncIterator[str]:
-        w = ChunkWriter(g.chat, rid, engine.created, config.name, g.include_usage)
+    async def _batch_events(g: GenerationRequest, streams: list[TokenStream], rid: str, created: int
+                            ) -> AsyncIterator[str]:  # fmt: skip
+        """A batch's streams merged as their tokens come, each chunk's ``index`` its prompt's position; one
+        usage chunk (the totals) and one ``[DONE]`` at the end, none if an engine failure ended a stream."""
+        q: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+
+        async def pump(i: int, st: TokenStream) -> None:
+            try:
+                async for part in _events(g, st, rid, created, index=i, tail=False):
+                    q.put_nowait(part)
+            except BaseException as e:  # InjectedCrash, cancellation: the merged stream ends with it
+                q.put_nowait(e)
+                raise
+            finally:
+                q.put_nowait(None)
+
+        tasks = [asyncio.ensure_future(pump(i, st)) for i, st in enumerate(streams)]
+        try:
+            left = len(tasks)
+            while left:
+                item = await q.get()
+                if item is None:
+                    left -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:
+            for t in tasks:
+                t.cancel()
+        if any(st.error is not None for st in streams):
+            return
+        if g.include_usage:
+            n = sum(st.max_tokens for st in streams)
+            yield ChunkWriter(g.chat, rid, created, config.name, True).usage(sum(g.batch or ()), n)
+        yield ChunkWriter.done()
+
+    async def _events(g: GenerationRequest, stream: TokenStream, rid: str, created: int, index: int = 0,
+                      tail: bool = True) -> AsyncIterator[str]:  # fmt: skip
+        """One prompt's chunks; ``tail``: then its usage chunk (if asked) and ``[DONE]``."""
+        w = ChunkWriter(g.chat, rid, created, config.name, g.include_usage, index)
         n = stream.max_tokens
         offset = 1 if g.prefilled else 0  # a hand-off: token 1 was sent by the prefill engine
         crash = config.crash_mid_stream
@@ -280,6 +336,8 @@ def create_engine_app(config: EngineConfig, *, latency_model: object | None = No
                     break
                 q.get_nowait()
             yield "".join(parts)
+        if not tail:
+            return
         if g.include_usage:
             yield w.usage(stream.prompt_tokens, n + offset)
         yield w.done()

@@ -18,7 +18,11 @@ Reading guide:
                  (local emulated engines, started and stopped as the policy scales);
 - ``backend``    ``Backend`` records, the ``Upstream`` interface (open a stream, classify failures) and its
                  httpx implementation (any transport: in-process tests);
-- ``wire``       ``WireClient``: the lean HTTP/1.1 upstream client used over TCP (the hot path);
+- ``wire``       ``WireClient``: the lean HTTP/1.1 upstream client used over TCP (the hot path: a Protocol per
+                 connection; ``push`` relays a stream from the socket's callback);
+- ``httpconn``   ``GuardedH11Protocol``: uvicorn's HTTP/1.1 connections with limits (idle, head and body
+                 timeouts, JSON 400s) and the fast chunk writer the relay uses;
+- ``batch``      ``BatchMerger``: a list of prompts served as one request each, merged into vLLM's answer;
 - ``events``     reading SSE just enough to count tokens, and building non-streaming answers;
 - ``scrape``     periodic ``/metrics`` scrapes of the backends: cross-check, dead-backend detection;
 - ``metrics``    the gateway's Prometheus metrics (one registry per app);

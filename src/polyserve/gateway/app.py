@@ -39,9 +39,10 @@ import itertools
 import json
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -54,15 +55,16 @@ from polyserve.gateway.backend import (
     Upstream,
     UpstreamFailure,
     UpstreamStream,
-    classify_read_error,
     make_client,
     open_stream,
 )
+from polyserve.gateway.batch import BatchMerger
 from polyserve.gateway.breaker import Breaker
 from polyserve.gateway.config import GatewayConfig
 from polyserve.gateway.dispatcher import Dispatcher, Refused, Shed
 from polyserve.gateway.errors import GatewayError, error_bytes
 from polyserve.gateway.events import Aggregator, EventScanner, is_token_event
+from polyserve.gateway.httpconn import WRITE_EXTENSION
 from polyserve.gateway.latency import build_gateway_model
 from polyserve.gateway.metrics import CONTENT_TYPE, NO_TIER, GatewayMetrics
 from polyserve.gateway.scrape import Scraper
@@ -105,6 +107,7 @@ class _Live:
     max_tokens: int | None = None  # as asked (None: the engine's default)
     complete: bool = False  # the last byte is being sent: a disconnect now is not the client leaving early
     gone: bool = False  # the client went away
+    write: Callable[[bytes], bool] | None = None  # the server's synchronous chunk writer (httpconn), if any
 
     def saw(self, n: int, t: float) -> None:
         if n <= 0:
@@ -199,6 +202,8 @@ class Gateway:
         )
         self.created = int(time.time())
         self._ids = itertools.count()
+        self._batch_ids = itertools.count()
+        self._salt = secrets.token_hex(6)  # per process: a batch's response id is unique across gateways
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.accepted = 0
@@ -267,6 +272,14 @@ class Gateway:
             return
         if kind != "http":
             return
+        try:
+            await self._http(scope, receive, send)
+        except Exception:  # a bug: still an OpenAI-shaped answer (if none was started) and a log line, never
+            log.exception("internal error serving %s %s", scope.get("method"), scope.get("path"))  # plain text
+            with contextlib.suppress(Exception):
+                await _send_error(send, GatewayError(500, "internal error in the gateway (see its log)"))
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.ensure_started()
         path = scope["path"]
         method = scope["method"]
@@ -311,23 +324,37 @@ class Gateway:
 
     # ---- generation ---------------------------------------------------------------------------------------
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
+        """The whole body, within ``max_body_bytes`` (413) and ``timeouts.request_body_s`` (408); both close the
+        connection, since the rest of the body is not read."""
         limit = self.config.max_body_bytes
         cl = headers.get("content-length")
         if cl is not None and cl.isdigit() and int(cl) > limit:
-            raise GatewayError(413, f"request body of {cl} bytes is over the limit of {limit} bytes")
+            raise GatewayError(413, f"request body of {cl} bytes is over the limit of {limit} bytes", close=True)
+        msg = await receive()
+        if msg["type"] == "http.request" and not msg.get("more_body", False):  # the usual case: one message
+            body = msg.get("body", b"")
+            if len(body) > limit:
+                raise GatewayError(413, f"request body is over the limit of {limit} bytes", close=True)
+            return body
         parts: list[bytes] = []
         size = 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise GatewayError(400, "client disconnected while sending the body")
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise GatewayError(413, f"request body is over the limit of {limit} bytes")
-            parts.append(chunk)
-            if not msg.get("more_body", False):
-                return b"".join(parts) if len(parts) != 1 else parts[0]
+        wait = self.config.timeouts.request_body_s
+        try:
+            async with asyncio.timeout(wait):
+                while True:
+                    if msg["type"] == "http.disconnect":
+                        raise GatewayError(400, "client disconnected while sending the body")
+                    chunk = msg.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise GatewayError(413, f"request body is over the limit of {limit} bytes", close=True)
+                    parts.append(chunk)
+                    if not msg.get("more_body", False):
+                        return b"".join(parts)
+                    msg = await receive()
+        except TimeoutError:
+            raise GatewayError(408, f"request body not received within {wait:g} s (timeouts.request_body_s)",
+                               close=True) from None
 
     def _check(self, raw: bytes, chat: bool) -> tuple[dict[str, Any], GenerationRequest]:
         """The body as JSON and the fields the gateway reads (the engine's parser: same rules, same errors)."""
@@ -374,7 +401,52 @@ class Gateway:
             self.metrics.outcome(tier_label, "rejected")
             await _send_error(send, e)
             return
-        # ---- accepted ----
+        except Exception:
+            self.metrics.outcome(tier_label, "failed")  # counted; the caller answers 500
+            raise
+        if g.batch:
+            await self._serve_batch(receive, send, body, g, slo, tier_label, arrival, chat, scope["path"])
+            return
+        live, body_for = self._accept(body, g, slo, tier_label, arrival, raw)
+        ext = scope.get("extensions")
+        if ext:
+            live.write = ext.get(WRITE_EXTENSION)
+        main = asyncio.current_task()
+        assert main is not None
+        watcher = self._watch(receive, live, main)
+        outcome = "failed"
+        try:
+            outcome = await self._serve(send, live, body_for, chat, g.stream, scope["path"])
+        except asyncio.CancelledError:
+            if not live.gone:
+                raise
+            main.uncancel()
+            self.metrics.disconnects.inc()
+        finally:
+            watcher.cancel()
+            self.dispatcher.finish(live.info.rid, None)  # no-op if already finished; frees a pending or running slot
+            self.metrics.outcome(tier_label, outcome)
+
+    def _watch(self, receive: Receive, holder: Any, main: asyncio.Task[Any]) -> asyncio.Task[None]:
+        """Listen for the client going away while it is served: ``holder.gone`` set and ``main`` cancelled,
+        unless ``holder.complete`` (its last bytes are being sent)."""
+
+        async def watch() -> None:
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    if not holder.complete:
+                        holder.gone = True
+                        main.cancel()
+                    return
+
+        return asyncio.get_running_loop().create_task(watch())
+
+    def _accept(self, body: dict[str, Any], g: GenerationRequest, slo: Any, tier_label: str, arrival: float,
+                raw: bytes | None = None) -> tuple[_Live, Callable[..., bytes]]:  # fmt: skip
+        """Count one accepted request; its ``_Live`` record and the builder of its upstream bodies. ``raw``:
+        the body as received, forwarded as it is when nothing in it needs changing (a streamed request naming
+        the model, with no field the gateway sets or strips), so a long prompt is not encoded again."""
         self.accepted += 1
         self.metrics.accepted.labels(tier_label).inc()
         rid = next(self._ids)
@@ -383,6 +455,8 @@ class Gateway:
         tpot = slo.tpot_ms / 1e3
         info = RequestInfo(rid, arrival - t0, g.prompt_tokens, slo.tier, ttft, tpot, g.max_tokens)
         live = _Live(info, tier_label, arrival, arrival + ttft, tpot, max_tokens=g.max_tokens)
+        as_sent = raw is not None and g.stream and g.model is not None and not any(
+            k in body for k in ("priority", SLO_FIELD, KV_FIELD))
         body["stream"] = True
         if not g.stream:
             body["stream_options"] = {"include_usage": True}
@@ -391,13 +465,14 @@ class Gateway:
         body.pop(KV_FIELD, None)
         if g.model is None:
             body["model"] = self.config.model
-        plain = json.dumps(body).encode()
+        plain = raw if as_sent and raw is not None else json.dumps(body).encode()
         prio = None
         clock = self.clock
 
-        def body_for(b: Backend, leg: str = "whole") -> bytes:
+        def body_for(b: Backend, leg: str = "whole", handoff: dict[str, Any] | None = None) -> bytes:
             """``leg``: the whole request (co-located), or the ``prefill`` (up to the first token) or the
-            ``decode`` (a hand-off: the KV travels, tokens 2..N) of a disaggregated one."""
+            ``decode`` (a hand-off: the KV travels, tokens 2..N; ``handoff``: the response's id and created,
+            so the decode leg's chunks continue the prefill's response) of a disaggregated one."""
             nonlocal prio
             extra: dict[str, Any] = {}
             if leg == "prefill":
@@ -408,7 +483,7 @@ class Gateway:
             else:
                 base = body
                 if leg == "decode":
-                    extra[KV_FIELD] = {"prefilled": True}
+                    extra[KV_FIELD] = {"prefilled": True, **(handoff or {})}
             if b.deadlines:  # built per attempt: the time left shrinks while the request waits or retries
                 extra[SLO_FIELD] = {"ttft_ms": round((live.deadline0 - clock()) * 1e3, 3), "tpot_ms": slo.tpot_ms}
             if b.priority:
@@ -421,31 +496,56 @@ class Gateway:
                 return prio
             return json.dumps({**base, **extra}).encode()
 
+        return live, body_for
+
+    async def _serve_batch(self, receive: Receive, send: Send, body: dict[str, Any], g: GenerationRequest,
+                           slo: Any, tier_label: str, arrival: float, chat: bool, path: str) -> None:  # fmt: skip
+        """A list of prompts: one request per prompt, each placed and served as any other (and counted: a batch
+        of n is n requests), their answers merged into vLLM's batch answer (``batch.BatchMerger``)."""
+        assert g.batch is not None
+        prompts = body["prompt"]
+        assert isinstance(prompts, list)
+        so = body.get("stream_options")
+        include_usage = bool(g.stream and isinstance(so, dict) and so.get("include_usage"))
+        merger = BatchMerger(len(prompts), g.stream, include_usage, f"cmpl-{self._salt}{next(self._batch_ids):x}",
+                             int(time.time()), [(b"x-polyserve-tier", tier_label.encode())])
+        subs = [self._accept({**body, "prompt": p}, replace(g, prompt_tokens=n, batch=None), slo, tier_label,
+                             arrival) for p, n in zip(prompts, g.batch, strict=True)]  # fmt: skip
+
+        counted = [False] * len(subs)
+
+        async def one(i: int, live: _Live, body_for: Callable[..., bytes]) -> None:
+            outcome = "failed"
+            try:
+                outcome = await self._serve(merger.sender(i), live, body_for, chat, g.stream, path)
+            finally:
+                counted[i] = True
+                self.dispatcher.finish(live.info.rid, None)
+                self.metrics.outcome(tier_label, outcome)
+
         main = asyncio.current_task()
         assert main is not None
-
-        async def watch() -> None:
-            while True:
-                msg = await receive()
-                if msg["type"] == "http.disconnect":
-                    if not live.complete:
-                        live.gone = True
-                        main.cancel()
-                    return
-
-        watcher = asyncio.get_running_loop().create_task(watch())
-        outcome = "failed"
+        watcher = self._watch(receive, merger, main)
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(one(i, live, bf)) for i, (live, bf) in enumerate(subs)]
+        for i, t in enumerate(tasks):  # even a task cancelled before its first step tells the merger it ended
+            t.add_done_callback(lambda _t, i=i: merger.ended(i))
         try:
-            outcome = await self._serve(send, live, body_for, chat, g.stream, scope["path"])
+            await merger.run(send, tasks)
         except asyncio.CancelledError:
-            if not live.gone:
+            if not merger.gone:
                 raise
             main.uncancel()
             self.metrics.disconnects.inc()
         finally:
             watcher.cancel()
-            self.dispatcher.finish(rid, None)  # no-op if already finished; frees a pending or running slot
-            self.metrics.outcome(tier_label, outcome)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for i, (live, _) in enumerate(subs):  # every prompt counted once, even one that never started
+                if not counted[i]:
+                    self.dispatcher.finish(live.info.rid, None)
+                    self.metrics.outcome(tier_label, "failed")
 
     async def _serve(
         self, send: Send, live: _Live, body_for: Callable[[Backend], bytes], chat: bool, stream: bool, path: str
@@ -513,7 +613,7 @@ class Gateway:
         self.breaker.success(sid)
         live.saw(1, self.clock())
         d.first_token(info.rid, 1)
-        head, first = _first_token_events(events, chat)
+        head, first, identity = _first_token_events(events, chat)
         extra = [(b"x-polyserve-tier", live.tier.encode()), (b"x-polyserve-server", str(sid).encode())]
         if live.max_tokens == 1:  # nothing to decode: the prefill engine's answer is the whole answer
             self._completed(live)
@@ -539,7 +639,7 @@ class Gateway:
             try:
                 await self._ready(sid)
                 resp, it, chunks, scanner = await self._until_first_token(
-                    backend, body_for(backend, "decode"), path, stream, live)
+                    backend, body_for(backend, "decode", identity), path, stream, live)
             except UpstreamFailure as f:
                 attempts += 1
                 if self._attempt_failed(f, sid, info, attempts):
@@ -692,23 +792,34 @@ class Gateway:
             await send({"type": "http.response.body", "body": b"".join(first), "more_body": True})
             if not scanner.done:
                 clock = self.clock
-                loop = asyncio.get_running_loop()
-                idle = self.config.timeouts.idle_s
-                # the idle timeout times the upstream reads only (a slow client is not a stalled backend);
-                # enforced here rather than by the HTTP client so it holds over any transport
-                async with asyncio.timeout(loop.time() + idle) as cm:
-                    async for chunk in it:
-                        cm.reschedule(None)
-                        n = scanner.feed(chunk)
+                # the idle timeout times the upstream reads only (a slow client is not a stalled backend): the
+                # stream enforces it on its own waits (UpstreamStream.idle_s), with no timer work per chunk
+                resp.idle_s = self.config.timeouts.idle_s
+                push = getattr(resp, "push", None)
+                write = live.write
+                if push is not None and write is not None:
+                    # relay from the upstream socket's callback while the client's socket takes each chunk at
+                    # once: no task switch per token; the loop below takes over when it does not
+                    def sink(data: bytes) -> bool:
+                        if not write(data):
+                            return False
+                        n = scanner.feed(data)
                         if n:
                             live.saw(n, clock())
                             d.tokens(rid, scanner.tokens + token_offset)
                         if scanner.done:
                             live.complete = True
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                        cm.reschedule(loop.time() + idle)
-        except TimeoutError:
-            failure = classify_read_error(httpx.ReadTimeout("idle"), backend.url)
+                        return True
+
+                    await push(sink)
+                async for chunk in it:
+                    n = scanner.feed(chunk)
+                    if n:
+                        live.saw(n, clock())
+                        d.tokens(rid, scanner.tokens + token_offset)
+                    if scanner.done:
+                        live.complete = True
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamFailure as e:
             failure = e
         finally:
@@ -750,17 +861,12 @@ class Gateway:
         try:
             if not scanner.done:
                 clock = self.clock
-                loop = asyncio.get_running_loop()
-                idle = self.config.timeouts.idle_s
-                async with asyncio.timeout(loop.time() + idle) as cm:
-                    async for chunk in it:
-                        n = scanner.feed(chunk)
-                        if n:
-                            live.saw(n, clock())
-                            d.tokens(rid, scanner.tokens + token_offset)
-                        cm.reschedule(loop.time() + idle)
-        except TimeoutError:
-            failure = classify_read_error(httpx.ReadTimeout("idle"), backend.url)
+                resp.idle_s = self.config.timeouts.idle_s
+                async for chunk in it:
+                    n = scanner.feed(chunk)
+                    if n:
+                        live.saw(n, clock())
+                        d.tokens(rid, scanner.tokens + token_offset)
         except UpstreamFailure as e:
             failure = e
         finally:
@@ -803,11 +909,13 @@ def events_bytes(events: list[bytes]) -> list[bytes]:
     return [ev + b"\n\n" for ev in events]
 
 
-def _first_token_events(events: list[bytes], chat: bool) -> tuple[bytes, bytes]:
+def _first_token_events(events: list[bytes], chat: bool) -> tuple[bytes, bytes, dict[str, Any]]:
     """From a one-token prefill stream: (the chat role chunk, if any; the first token's event) re-framed so the
-    client's stream goes on: ``finish_reason`` null and no usage (the decode leg sends the real end)."""
+    client's stream goes on: ``finish_reason`` null and no usage (the decode leg sends the real end); and the
+    response's identity (``id``, ``created``), which the decode leg is given so its chunks carry the same."""
     head = b""
     first = b""
+    identity: dict[str, Any] = {}
     for ev in events:
         try:
             doc = json.loads(ev[5:])
@@ -815,6 +923,9 @@ def _first_token_events(events: list[bytes], chat: bool) -> tuple[bytes, bytes]:
             continue
         if not isinstance(doc, dict) or not doc.get("choices"):
             continue  # the usage chunk
+        if not identity:
+            identity = {k: doc[k] for k, kind in (("id", str), ("created", int))
+                        if isinstance(doc.get(k), kind) and not isinstance(doc.get(k), bool)}
         ch = doc["choices"][0]
         piece = (ch.get("delta") or {}).get("content") if chat else ch.get("text")
         if not piece:
@@ -825,10 +936,11 @@ def _first_token_events(events: list[bytes], chat: bool) -> tuple[bytes, bytes]:
         doc.pop("usage", None)
         first = b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
         break
-    return head, first
+    return head, first, identity
 
 
 async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]  # not chunked: one frame, fewer bytes
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -837,6 +949,8 @@ async def _send_error(send: Send, e: GatewayError) -> None:
     headers = list(_JSON)
     if e.retry_after is not None:
         headers.append((b"retry-after", str(max(1, round(e.retry_after))).encode()))
+    if e.close:
+        headers.append((b"connection", b"close"))
     await _send(send, e.status, e.body(), headers)
 
 

@@ -6,7 +6,8 @@ request) and returns the response once its headers say 200. Failures are ``Upstr
 - ``connect``: refused or timed out connecting: the backend is treated as down (marked dead at once);
 - ``status``: an HTTP error. 5xx, 429 are the backend's trouble and are ``retryable`` on another server;
   other 4xx are the request's fault (context too long, ...): passed to the client as they are, not retried;
-- ``timeout``: no first token within ``first_token_s``, or a stream silent for ``idle_s``;
+- ``timeout``: no first token within ``first_token_s``, or a stream silent for ``idle_s`` (each
+  ``UpstreamStream`` enforces it on its reads, the caller's own time between chunks not counted);
 - ``broken``: the connection dropped or the body ended without ``[DONE]``.
 
 Two ``Upstream`` implementations: ``WireClient`` (``wire``: lean HTTP/1.1 over asyncio sockets, the default
@@ -16,6 +17,7 @@ in-process engine app). Both keep connections alive (no TCP handshake per reques
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -72,9 +74,13 @@ _HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
 
 
 class UpstreamStream(Protocol):
-    """An open upstream response: ``status`` known, body read with ``chunks()`` (raises ``UpstreamFailure``)."""
+    """An open upstream response: ``status`` known, body read with ``chunks()`` (raises ``UpstreamFailure``).
+    ``idle_s`` (None: no limit), settable while reading: ``chunks()`` raises ``UpstreamFailure("timeout")``
+    once it has waited that long for the next bytes (the time the caller spends between chunks, e.g. writing
+    to a slow client, does not count)."""
 
     status: int
+    idle_s: float | None
 
     def chunks(self) -> AsyncIterator[bytes]: ...
 
@@ -89,18 +95,33 @@ class Upstream(Protocol):
     async def aclose(self) -> None: ...
 
 
+def idle_failure(url: str) -> UpstreamFailure:
+    return UpstreamFailure("timeout", f"{url} stopped sending (idle timeout)", retryable=True, status=504)
+
+
 class _HttpxStream:
     def __init__(self, resp: httpx.Response, url: str) -> None:
         self.resp = resp
         self.status = resp.status_code
         self.url = url
+        self.idle_s: float | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self.resp.aiter_raw():
-                yield chunk
-        except httpx.HTTPError as e:
-            raise classify_read_error(e, self.url) from None
+        it = self.resp.aiter_raw().__aiter__()
+        while True:
+            try:
+                if self.idle_s is None:
+                    chunk = await it.__anext__()
+                else:  # per read, as the transport (an in-process one has no read timeout of its own)
+                    async with asyncio.timeout(self.idle_s):
+                        chunk = await it.__anext__()
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise idle_failure(self.url) from None
+            except httpx.HTTPError as e:
+                raise classify_read_error(e, self.url) from None
+            yield chunk
 
     async def read_all(self) -> bytes:
         return b"".join([c async for c in self.chunks()])
@@ -156,5 +177,5 @@ async def open_stream(upstream: Upstream, url: str, body: bytes) -> UpstreamStre
 def classify_read_error(e: BaseException, url: str) -> UpstreamFailure:
     """A failure while reading an open stream."""
     if isinstance(e, httpx.TimeoutException):
-        return UpstreamFailure("timeout", f"{url} stopped sending (idle timeout)", retryable=True, status=504)
+        return idle_failure(url)
     return UpstreamFailure("broken", f"stream from {url} broke: {e!r}", retryable=True, status=502)

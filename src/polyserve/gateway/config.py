@@ -23,7 +23,7 @@ The file is YAML (``.yaml``/``.yml``) or TOML (``.toml``); both give the same do
     api_keys:                      # optional; when present every request needs one of these keys
       - key: sk-team-a
         tiers: [t20, t30, t50, t100]
-    timeouts: {connect_s: 2, first_token_s: 60, idle_s: 30}
+    timeouts: {connect_s: 2, first_token_s: 60, idle_s: 30, keep_alive_s: 75}
     engine: {model: llama-3.1-8b, gpu: h100, tp: 1}   # what the backends run: the policy's latency model
 
 Every problem raises ``ConfigError`` with ``FILE: FIELD: what is wrong (what is allowed)``; unknown keys are
@@ -65,6 +65,18 @@ class Timeouts:
     first_token_slo_factor: float = 2.0
     idle_s: float = 30.0  # longest silence between two chunks of a stream before it counts as stalled
     scrape_s: float = 2.0  # one GET /metrics
+    # how long an idle client connection stays open. Longer than clients' own idle expiry (httpx and the
+    # openai client: 5 s), so the client, never the gateway, closes an idle keep-alive connection: when a
+    # server closes one at the moment a client reuses it, the request is lost in flight (the client reads a
+    # reset, the gateway never saw it). uvicorn's default, 5 s, raced httpx's 5 s (issue 11, item 8).
+    keep_alive_s: float = 75.0
+    # a client must send a request's head (request line, headers) within request_head_s of its first byte,
+    # and its body within request_body_s of the head; else 408 and the connection is closed (slowloris)
+    request_head_s: float = 10.0
+    request_body_s: float = 30.0
+
+
+TIMEOUT_KEYS = frozenset(Timeouts.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,9 @@ class GatewayConfig:
             ("timeouts.first_token_s", self.timeouts.first_token_s, 1e-3),
             ("timeouts.idle_s", self.timeouts.idle_s, 1e-3),
             ("timeouts.scrape_s", self.timeouts.scrape_s, 1e-3),
+            ("timeouts.keep_alive_s", self.timeouts.keep_alive_s, 1e-3),
+            ("timeouts.request_head_s", self.timeouts.request_head_s, 1e-3),
+            ("timeouts.request_body_s", self.timeouts.request_body_s, 1e-3),
             ("timeouts.first_token_slo_factor", self.timeouts.first_token_slo_factor, 0.0),
             ("engine.time_scale", self.engine.time_scale, 1e-9),
             ("engine.kv_link_gbps", self.engine.kv_link_gbps, 1e-9),
@@ -307,8 +322,8 @@ def config_from_dict(doc: Any, source: str = "<config>", base_dir: Path | None =
     if "timeouts" in doc:
         t = doc["timeouts"]
         if not isinstance(t, dict):
-            raise ConfigError(f"{src}: timeouts: must be a mapping (connect_s, first_token_s, idle_s, scrape_s)")
-        allowed = {"connect_s", "first_token_s", "idle_s", "scrape_s", "first_token_slo_factor"}
+            raise ConfigError(f"{src}: timeouts: must be a mapping of {', '.join(sorted(TIMEOUT_KEYS))}")
+        allowed = TIMEOUT_KEYS
         _check_keys(src, "timeouts.", t, allowed)
         kw["timeouts"] = Timeouts(**{k: float(_num(src, f"timeouts.{k}", v)) for k, v in t.items()})
     if "engine" in doc:

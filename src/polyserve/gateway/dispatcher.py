@@ -162,7 +162,11 @@ class Dispatcher(HostBase):
         self.driver.retry_pending(self.now() if now is None else now)
 
     def tick(self) -> None:
-        self.driver.tick(self.now())
+        """The driver's tick, when it can decide anything (as the simulator ticks): requests wait in the router,
+        or the router or an autoscaler decides periodically. An idle untiered gateway then costs no CPU."""
+        d = self.driver
+        if d.waiting or d.periodic:
+            d.tick(self.now())
 
     # ---- health -------------------------------------------------------------------------------------------
     def mark_dead(self, sid: int) -> None:

@@ -12,7 +12,9 @@ final chunk with empty text. A backend that packs several tokens in one event is
 one event per engine step); the count then undercounts and TPOT is overestimated, never the reverse.
 
 ``Aggregator`` builds the non-streaming response from the events of a stream (the gateway always streams
-upstream, so it sees the first token of every request).
+upstream, so it sees the first token of every request), with the chunks' ``logprobs`` concatenated (a real
+engine's: completions' ``tokens``/``token_logprobs``/``top_logprobs``/``text_offset``, whose offsets vLLM
+streams as absolute, and chat's ``content``), so asking for them works without streaming too.
 """
 
 from __future__ import annotations
@@ -43,6 +45,17 @@ class EventScanner:
 
     def feed(self, chunk: bytes) -> int:
         """Account for ``chunk``; returns the number of token events it completed."""
+        if (not self.tail and not self.keep and chunk.startswith(b"data: {") and chunk.endswith(b"\n\n")
+                and chunk.find(b"\n\n") == len(chunk) - 2 and b"\r" not in chunk):
+            # the usual chunk of a stream: one whole JSON event (a token); no split, no tail
+            if _ERROR.match(chunk) is not None:
+                if self.error is None:
+                    self.error = chunk[:-2]
+                return 0
+            if _TOKEN.search(chunk) is not None:
+                self.tokens += 1
+                return 1
+            return 0
         data = self.tail + chunk if self.tail else chunk
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n")
@@ -77,6 +90,7 @@ class Aggregator:
         head: dict[str, object] = {}
         usage: object = None
         finish: object = None
+        logprobs: dict[str, list[object]] | None = None  # the chunks' logprobs, concatenated
         for ev in events:
             try:
                 doc = json.loads(ev[5:])
@@ -92,6 +106,12 @@ class Aggregator:
                 piece = ch.get("delta", {}).get("content") if self.chat else ch.get("text")
                 if piece:
                     texts.append(piece)
+                lp = ch.get("logprobs")
+                if isinstance(lp, dict):
+                    logprobs = logprobs if logprobs is not None else {}
+                    for k, v in lp.items():
+                        if isinstance(v, list):
+                            logprobs.setdefault(k, []).extend(v)
                 if ch.get("finish_reason") is not None:
                     finish = ch["finish_reason"]
         text = "".join(texts)
@@ -99,12 +119,12 @@ class Aggregator:
             choice: dict[str, object] = {
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
-                "logprobs": None,
+                "logprobs": logprobs,
                 "finish_reason": finish,
             }
             obj = "chat.completion"
         else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+            choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}
             obj = "text_completion"
         return {
             "id": head.get("id"),

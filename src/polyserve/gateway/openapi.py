@@ -21,6 +21,7 @@ _JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Err
 _ERRORS = {str(c): {"description": d, "content": _JSON_ERROR}
            for c, d in ((400, "bad body, field or header"), (401, "missing or unknown API key"),
                         (403, "tier not allowed for this key"), (404, "unknown model"),
+                        (408, "request head or body not received in time"),
                         (413, "body over the size limit"), (429, "shed: the TTFT deadline can no longer be met"),
                         (502, "backend failure"), (503, "no backend is up, or too many requests waiting"),
                         (504, "backend timeout"))}
@@ -49,8 +50,13 @@ def openapi(model: str, tiers: list[str]) -> dict[str, Any]:
         }}
 
     completion = {"type": "object", "required": ["prompt"], "properties": {
-        **_COMMON, "prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "integer"}},
-                                        {"type": "array", "maxItems": 1, "items": {"type": "string"}}]}}}
+        **_COMMON, "prompt": {"description": "one prompt, or a batch of up to 256 (one choice per prompt, `index` "
+                                             "its position)",
+                              "oneOf": [{"type": "string"},
+                                        {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+                                        {"type": "array", "minItems": 1, "maxItems": 256, "items": {"type": "string"}},
+                                        {"type": "array", "minItems": 1, "maxItems": 256, "items": {
+                                            "type": "array", "minItems": 1, "items": {"type": "integer"}}}]}}}
     chat = {"type": "object", "required": ["messages"], "properties": {
         **_COMMON, "max_completion_tokens": {"type": "integer", "minimum": 1},
         "messages": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["role"],

@@ -69,6 +69,12 @@ class GenerationRequest:
     priority: int
     slo: RequestSlo | None = None  # the polyserve_slo extension field
     prefilled: bool = False  # polyserve_kv.prefilled: the first token came from a prefill engine
+    # /v1/completions with a list of prompts: each one's token count (vLLM/OpenAI: one choice per prompt,
+    # ``index`` its position); None for one prompt. ``prompt_tokens`` is then the longest.
+    batch: tuple[int, ...] | None = None
+    # a hand-off's response identity (polyserve_kv.id/created): the decode leg continues the prefill's response
+    response_id: str | None = None
+    created: int | None = None
 
 
 KV_FIELD = "polyserve_kv"
@@ -181,7 +187,8 @@ def _bool_field(body: dict[str, object], name: str) -> bool:
     return v
 
 
-def _common(body: dict[str, object], chat: bool, words: int) -> GenerationRequest:
+def _common(body: dict[str, object], chat: bool, words: int, batch: tuple[int, ...] | None = None
+            ) -> GenerationRequest:  # fmt: skip
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise RequestError(400, f"'model' must be a string, got {json.dumps(model)}", "model")
@@ -207,37 +214,62 @@ def _common(body: dict[str, object], chat: bool, words: int) -> GenerationReques
         priority = 0
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise RequestError(400, f"'priority' must be an integer, got {json.dumps(priority)}", "priority")
+    prefilled, rid, created = _handoff(body)
     return GenerationRequest(chat, model, prompt_tokens(words), max_tokens, stream, include_usage, priority,
-                             parse_slo(body), _prefilled(body))
+                             parse_slo(body), prefilled, batch, rid, created)
 
 
-def _prefilled(body: Mapping[str, object]) -> bool:
+def _handoff(body: Mapping[str, object]) -> tuple[bool, str | None, int | None]:
+    """``polyserve_kv``: ``{"prefilled": bool, "id": str, "created": int}`` (id and created optional: the
+    response's identity, so a hand-off's tokens carry the same ``id`` and ``created`` as its first token)."""
     v = body.get(KV_FIELD)
     if v is None:
-        return False
-    if not isinstance(v, dict) or set(v) - {"prefilled"} or not isinstance(v.get("prefilled", False), bool):
-        raise RequestError(400, f"'{KV_FIELD}' must be {{\"prefilled\": true|false}}, got {json.dumps(v)}", KV_FIELD)
-    return bool(v.get("prefilled", False))
+        return False, None, None
+    if (not isinstance(v, dict) or set(v) - {"prefilled", "id", "created"}
+            or not isinstance(v.get("prefilled", False), bool) or not isinstance(v.get("id", ""), str)
+            or isinstance(v.get("created"), bool) or not isinstance(v.get("created", 0), int)):
+        raise RequestError(400, f"'{KV_FIELD}' must be {{\"prefilled\": true|false, \"id\": string, \"created\": "
+                           f"integer}} (id and created optional), got {json.dumps(v)}", KV_FIELD)
+    return bool(v.get("prefilled", False)), v.get("id"), v.get("created")  # type: ignore[return-value]
+
+
+MAX_BATCH = 256  # prompts in one /v1/completions request
+
+
+def _prompt_words(p: object) -> int | None:
+    """Words (tokens) of one prompt: a string, or a non-empty list of token ids; None if it is neither."""
+    if isinstance(p, str):
+        return count_words(p)
+    if isinstance(p, list) and p and all(isinstance(x, int) and not isinstance(x, bool) for x in p):
+        return len(p)
+    return None
 
 
 def parse_completion(body: dict[str, object]) -> GenerationRequest:
-    """``prompt``: a string, a list of token ids, or a one-element list of either."""
+    """``prompt``: a string, a list of token ids, or a list of several of either (a batch: one choice per
+    prompt, in order, as vLLM answers it; at most ``MAX_BATCH``)."""
     if "prompt" not in body:
         raise RequestError(400, "'prompt' is required", "prompt")
     p = body["prompt"]
-    if isinstance(p, list) and len(p) == 1 and isinstance(p[0], str | list):
-        p = p[0]
-    if isinstance(p, str):
-        words = count_words(p)
-    elif isinstance(p, list) and p and all(isinstance(x, int) and not isinstance(x, bool) for x in p):
-        words = len(p)
-    elif isinstance(p, list) and len(p) > 1:
-        raise RequestError(
-            400, "batched prompts (a list of several prompts) are not supported; send one", "prompt"
-        )
-    else:
-        raise RequestError(400, "'prompt' must be a string or a list of token ids", "prompt")
-    return _common(body, False, words)
+    words = _prompt_words(p)
+    if words is not None:
+        return _common(body, False, words)
+    if not isinstance(p, list) or not p:
+        raise RequestError(400, "'prompt' must be a string, a list of token ids, or a non-empty list of either",
+                           "prompt")
+    if len(p) > MAX_BATCH:
+        raise RequestError(400, f"'prompt': at most {MAX_BATCH} prompts in one request, got {len(p)}", "prompt")
+    counts = []
+    for i, x in enumerate(p):
+        w = _prompt_words(x)
+        if w is None:
+            raise RequestError(400, f"prompt[{i}] must be a string or a non-empty list of token ids", "prompt")
+        counts.append(prompt_tokens(w))
+    if len(counts) == 1:
+        return _common(body, False, counts[0])
+    if any(isinstance(x, str) for x in p) and not all(isinstance(x, str) for x in p):
+        raise RequestError(400, "'prompt': a list mixes strings and token-id lists; use one kind", "prompt")
+    return _common(body, False, max(counts), tuple(counts))
 
 
 def parse_chat(body: dict[str, object]) -> GenerationRequest:
@@ -271,12 +303,12 @@ def usage(prompt: int, completion: int) -> dict[str, int]:
 class ChunkWriter:
     """SSE chunks of one streamed response in OpenAI's format, from string templates (cheap per token)."""
 
-    def __init__(self, chat: bool, rid: str, created: int, model: str, include_usage: bool) -> None:
+    def __init__(self, chat: bool, rid: str, created: int, model: str, include_usage: bool, index: int = 0) -> None:
         self.chat = chat
         obj = "chat.completion.chunk" if chat else "text_completion"
         head = (
             f'data: {{"id":{json.dumps(rid)},"object":"{obj}","created":{created},'
-            f'"model":{json.dumps(model)},"choices":[{{"index":0,'
+            f'"model":{json.dumps(model)},"choices":[{{"index":{index},'
         )
         self._head = head
         self._tail_usage = ',"usage":null' if include_usage else ""
@@ -316,8 +348,10 @@ class ChunkWriter:
 
 
 def full_response(
-    chat: bool, rid: str, created: int, model: str, text: str, prompt: int, completion: int
+    chat: bool, rid: str, created: int, model: str, text: str, prompt: int, completion: int, choices: int = 1
 ) -> dict[str, object]:
+    """The whole response; ``choices`` > 1: a batch of that many prompts, each answered ``text`` (``prompt``
+    and ``completion`` are then the batch's totals)."""
     if chat:
         choice: dict[str, object] = {
             "index": 0,
@@ -334,6 +368,6 @@ def full_response(
         "object": obj,
         "created": created,
         "model": model,
-        "choices": [choice],
+        "choices": [{**choice, "index": i} for i in range(choices)] if choices > 1 else [choice],
         "usage": usage(prompt, completion),
     }
