@@ -7,13 +7,10 @@ import json
 import subprocess
 import sys
 
-import pytest
 from typer.testing import CliRunner
 
 from polyserve.cli import app
 from polyserve.data import AZURE_CONV
-
-pytestmark = pytest.mark.xdist_group("ray")
 
 COMPARE = ["compare", "--instances", "2", "--duration", "20", "--warmup", "5", "--rel-tol", "0.1", "--quiet",
            "--autoscale-rate", "1", "--seeds", "0", "--policies", "polyserve,co-chunk", "--modes", "colocated",

@@ -1,5 +1,5 @@
 """``polyserve up --backend ray``: engines are Ray actors; a request is served end to end, and an actor killed
-with ``ray.kill`` is replaced by a new one (on the 2-CPU Ray every Ray test shares, ``tests/conftest.py``)."""
+with ``ray.kill`` is replaced by a new one (on the 2-CPU Ray every Ray test shares: ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import httpx
 import pytest
 
 from polyserve.gateway.process import launch_gateway
-
-pytestmark = pytest.mark.xdist_group("ray")
 
 
 def _engine_actors(ray) -> set[str]:

@@ -339,24 +339,34 @@ def _compare(ctx: Context, st: CompareSettings, progress: Callable[[int, int, st
     lock = threading.Lock()
     state = {"done": 0, "total": 0}
 
+    def finished(k_a_o: tuple[str, tuple, dict[str, object]]) -> None:
+        with lock:
+            state["done"] += 1
+            n = state["done"]
+        if progress:
+            k, a, o = k_a_o
+            probes = f" ({o['probes']} probes)" if k == "goodput" else ""
+            progress(n, state["total"], f"{k} {_label(k, a)}{probes}")
+
     def execute(batch: list[tuple[str, tuple]]) -> list[tuple[str, tuple, dict[str, object]]]:
         """Run ``batch``; results in ``batch`` order (never completion order: outputs must not depend on it)."""
         state["total"] += len(batch)
-        with ThreadPoolExecutor(max_workers=max(1, min(coordinators, len(batch)))) as pool:
+        if coordinators == 1:  # in this thread, one after another: Ctrl-C stops it at once
+            out = []
+            for kind, args in batch:
+                out.append(_run(kind, args, ex))
+                finished(out[-1])
+            return out
+        with ThreadPoolExecutor(max_workers=min(coordinators, len(batch)) or 1) as pool:
             futs = {pool.submit(_run, kind, args, ex): i for i, (kind, args) in enumerate(batch)}
             got: list[tuple[str, tuple, dict[str, object]] | None] = [None] * len(batch)
             try:
                 for f in as_completed(futs):
-                    got[futs[f]] = k_a_o = f.result()
-                    with lock:
-                        state["done"] += 1
-                        n = state["done"]
-                    if progress:
-                        k, a, o = k_a_o
-                        probes = f" ({o['probes']} probes)" if k == "goodput" else ""
-                        progress(n, state["total"], f"{k} {_label(k, a)}{probes}")
-            except BaseException:
+                    got[futs[f]] = f.result()
+                    finished(got[futs[f]])  # type: ignore[arg-type]
+            except BaseException:  # an error or Ctrl-C: no new task starts, the searches fail fast
                 pool.shutdown(wait=False, cancel_futures=True)
+                ex.close()
                 raise
         return got  # type: ignore[return-value]
 

@@ -9,7 +9,8 @@ rates to probe stay in this process (``goodput.py``). The contract:
 - ``workers``: how many tasks run at once (the caller sizes its concurrency by it);
 - ``idle()``: workers with no submitted task to run now: the room for speculative probes (0: none);
 - ``cancel(future)``: the task is no longer needed (best effort: a running task may still finish);
-- ``close()``: release the workers (a Ray cluster joined by address is left running).
+- ``close()``: no new task; tasks not started are cancelled; the workers are released (a Ray cluster joined
+  by address is left running). Closing twice is harmless.
 
 Determinism: an executor decides where and when a task runs, never what it computes: every task's result is
 a function of its arguments alone (seeded, no shared state), so every executor gives byte-identical outputs.

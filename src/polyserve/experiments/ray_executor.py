@@ -15,6 +15,7 @@ Each task asks for one CPU. A task that raises fails its future with the same ex
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -51,8 +52,11 @@ class RayExecutor:
         self._task = ray.remote(num_cpus=1)(_call)
         self._flight = InFlight()
         self._refs: dict[int, Any] = {}
+        self._closed = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future:
+        if self._closed:
+            raise RuntimeError("the Ray executor is closed")
         ref = self._task.remote(fn, *args)
         fut = ref.future()
         self._refs[id(fut)] = ref
@@ -68,5 +72,12 @@ class RayExecutor:
             self._ray.cancel(ref)
 
     def close(self) -> None:
+        """No new task; the ones not finished are cancelled; a Ray this executor started is shut down."""
+        if self._closed:
+            return
+        self._closed = True
+        for ref in list(self._refs.values()):
+            with contextlib.suppress(Exception):
+                self._ray.cancel(ref)
         if self._owned and self._ray.is_initialized():
             self._ray.shutdown()
