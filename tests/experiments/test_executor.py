@@ -108,3 +108,16 @@ def test_speculation_never_changes_the_result_only_where_it_runs():
         ref.goodput_rps, ref.goodput_rps_all_tiers, ref.goodput_rps_tail_bounded)
     assert got.at_goodput == ref.at_goodput and got.stationarity == ref.stationarity
     assert (got.bound_rps, got.bound_rps_all_tiers) == (ref.bound_rps, ref.bound_rps_all_tiers)
+
+
+def test_ray_flags_without_the_ray_extra_fail_with_one_line_naming_it():
+    """As if ray were not installed (a None entry in sys.modules makes its import fail)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['ray'] = None; sys.argv = ['polyserve', 'goodput', '--ray', '-q']; "
+            "from polyserve.cli import main; main()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("error: --ray needs the ray extra: pip install 'polyserve[ray]' "
+                                "(no module named 'ray')")
