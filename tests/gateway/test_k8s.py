@@ -198,3 +198,27 @@ def test_a_kubernetes_section_replaces_backends_with_one_slot_per_replica():
                                                                    "max_replicas": 0}]}}, "gw.yaml")
     with pytest.raises(ConfigError, match=r"gw\.yaml: kubernetes\.namespaces: unknown key"):
         config_from_dict({"model": "m", "kubernetes": {**SETTINGS, "namespaces": "x"}}, "gw.yaml")
+
+
+def test_an_activation_never_scales_away_a_pod_that_appeared_unasked(api):
+    """An operator scaled the Deployment by hand: the extra pod joins the idle pool, and the next activation
+    counts it (4 replicas, not 3: a lower figure would make the ReplicaSet delete a running pod)."""
+    pool, core, apps = api
+    settings = settings_from_dict({**SETTINGS, "pools": [{**SETTINGS["pools"][0], "max_replicas": 4}]}, "gw.yaml")
+    backends = [Backend(i, b["url"]) for i, b in enumerate(slot_backends(settings))]
+    listing = copy.deepcopy(PODS)
+    pool.routes[("GET", f"/api/v1/namespaces/{NS}/pods")] = lambda _: listing
+    t20 = f"/apis/apps/v1/namespaces/{NS}/deployments/polyserve-engine-t20/scale"
+    pool.routes[("PATCH", t20)] = lambda body: {**SCALE, "spec": body["spec"]}
+    act = build_actuator(settings, backends, lambda: (core, apps))
+
+    async def scenario() -> None:
+        listing["items"].append(_pod("polyserve-engine-t20-7c9d6b5f4-hand1", "uid-hand1", "10.244.4.4"))
+        await act.poll_once()
+        assert act.is_ready(2) and backends[2].url == "http://10.244.4.4:8000"
+        act.activate(3)
+        await asyncio.sleep(0.05)
+        assert [s["body"] for s in pool.sent if s["method"] == "PATCH"] == [{"spec": {"replicas": 4}}]
+        await act.aclose()
+
+    asyncio.run(scenario())

@@ -16,7 +16,7 @@ The gateway config's ``kubernetes`` section replaces ``backends`` (``deploy/k8s/
 each pool, in pool order. A pod is bound to a slot of its pool (its ``polyserve.io/tier`` label, and
 ``polyserve.io/role``) while it is running and ready; its URL is ``http://POD_IP:port``. A slot with no pod
 is idle in the router: ``activate`` (the policy wants it) raises its Deployment's replicas (``PATCH
-.../deployments/NAME/scale``) to the number of its wanted slots and requests wait until a new pod is ready
+.../deployments/NAME/scale``) to the number of its wanted (or occupied) slots and requests wait until a new pod is ready
 (a real cold start: scheduling, image pull, model load, up to ``ready_timeout_s``). With ``stop_idle``,
 ``deactivate`` marks the released slot's pod for deletion first (the ``controller.kubernetes.io/
 pod-deletion-cost`` annotation, so the ReplicaSet deletes that pod, not a busy one) and lowers the
@@ -233,6 +233,7 @@ class KubeActuator:
         # pods released with stop_idle, waiting for the ReplicaSet to delete them: bound again only to a wanted
         # slot that lost its pod (the deletion cost is a preference: the ReplicaSet may delete another pod)
         self._released: set[str] = set()
+        self._unused: set[str] = set()  # pods already logged as unused (once each)
         self._replaced: list[int] = []
         self.replaced = 0
         self.patches = 0
@@ -260,8 +261,10 @@ class KubeActuator:
             if pod.uid in self._released and not free:
                 continue  # on its way out
             if pool is None or not free:
-                log.warning("engine pod %s (tier %s, role %s) has no free slot; not used", pod.name, pod.tier,
-                            pod.role)
+                if pod.uid not in self._unused:
+                    self._unused.add(pod.uid)
+                    log.warning("engine pod %s (tier %s, role %s) matches no pool with a free slot; not used",
+                                pod.name, pod.tier, pod.role)
                 continue
             sid = min(free, key=lambda x: (not self._want[x], x))  # a wanted slot first: a replacement
             self.bound[sid] = pod
@@ -358,8 +361,10 @@ class KubeActuator:
             return
         self.refresh(pods)
 
-    def wanted(self, pool: int) -> int:
-        return sum(1 for sid, pi in enumerate(self.pool_of) if pi == pool and self._want[sid])
+    def desired(self, pool: int) -> int:
+        """The pool's replicas: its wanted slots and any other slot holding a pod (a pod that appeared
+        without being asked for, e.g. a manual scale, is kept, not scaled away by the next activation)."""
+        return sum(1 for sid, pi in enumerate(self.pool_of) if pi == pool and (self._want[sid] or sid in self.bound))
 
     def _scale(self, pool: int, victim: str | None = None) -> None:
         """Set the pool's Deployment to its wanted slots (in a worker thread; the scale calls are ordered
@@ -369,7 +374,7 @@ class KubeActuator:
         except RuntimeError:  # the router's initial fleet, set before the gateway's loop runs
             self._deferred.add(pool)
             return
-        n = self.wanted(pool)
+        n = self.desired(pool)
         self._tasks.append(loop.create_task(self._scale_async(pool, n, victim)))
         self._tasks = [t for t in self._tasks if not t.done()]
 
