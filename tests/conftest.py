@@ -17,6 +17,7 @@ def _ray_module(nodeid: str) -> bool:
     return os.path.basename(nodeid.split("::", 1)[0]).startswith("test_ray")
 
 
+@pytest.hookimpl(optionalhook=True)  # a run without xdist (-p no:xdist) does not know this hook
 def pytest_xdist_make_scheduler(config, log):
     """``-n N`` (load scheduling): each test is its own unit, as with ``--dist load``, except that the Ray
     tests form one unit, run by one worker."""
