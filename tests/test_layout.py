@@ -25,3 +25,13 @@ def test_the_policy_core_and_the_driver_import_no_face(face):
     faces = ("polyserve.engine", "polyserve.gateway", "polyserve.sim", "polyserve.bench", "polyserve.cli",
              "polyserve.experiments", "polyserve.serving")
     assert not {m for m in mods if m.startswith(faces)}
+
+
+def test_the_ray_and_kubernetes_extras_load_only_when_a_command_uses_them():
+    """Every face, the experiments and the gateway's Kubernetes and Ray modules import neither package."""
+    code = ("import sys, polyserve.cli, polyserve.experiments.compare, polyserve.experiments.executor, "
+            "polyserve.experiments.ray_executor, polyserve.gateway.k8s, polyserve.gateway.ray_actuator, "
+            "polyserve.engine.ray_actor, polyserve.up; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'kubernetes')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -10,6 +10,9 @@ then the gateway binds its port and prints its URL, so ``/health`` and ``/v1/mod
 anything listens. The policy scales servers out of the idle pool on demand; with ``stop_idle`` a released
 server's engine is stopped, and started again when the policy needs it (a real cold start).
 
+``backend``: ``local`` (engine subprocesses, ``LocalEngineActuator``) or ``ray`` (engine Ray actors on a local
+Ray or the cluster at ``ray_address``, ``gateway.ray_actuator.RayEngineActuator``; needs the ``ray`` extra).
+
 Stopping: SIGINT (Ctrl-C) or SIGTERM stops the gateway (open streams get a few seconds), then every engine
 (SIGTERM, then SIGKILL after a timeout). A signal during start-up stops the engines already started.
 """
@@ -46,6 +49,8 @@ class UpSpec:
     config_path: str | None = None  # a gateway config: every setting but backends, model and engine (up's own)
     prefill_engines: int = 0  # > 0: disaggregated, the first this many engines prefill, the rest decode
     kv_link_gbps: float = 400.0  # disaggregated: the emulated KV hand-off link
+    backend: str = "local"  # local: engine subprocesses | ray: engine Ray actors
+    ray_address: str | None = None  # backend ray: the cluster to join (None: start a local Ray)
 
 
 ENGINE_POLICY = {"fcfs": "fcfs", "edf": "edf", "polyserve-dynamic": "deadline"}  # simulator scheduler -> engine
@@ -75,6 +80,26 @@ def engine_policy_for(policy: str, override: str = "auto", role: str = "mixed") 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+BACKENDS = ("local", "ray")
+
+
+def engine_launcher(spec: UpSpec):
+    """(launch(config) -> engine handle, shutdown or None, actuator class) for ``spec.backend``."""
+    from polyserve.core.errors import ConfigError
+
+    if spec.backend == "local":
+        from polyserve.engine.process import launch_engine
+
+        return (lambda cfg: launch_engine(cfg, host=spec.host)), None, LocalEngineActuator
+    if spec.backend == "ray":
+        from polyserve.engine.ray_actor import RayEngines
+        from polyserve.gateway.ray_actuator import RayEngineActuator
+
+        engines = RayEngines(spec.ray_address)
+        return engines.launch, engines.shutdown, RayEngineActuator
+    raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {spec.backend!r}")
 
 
 UP_OWNS = ("backends", "model", "engine")  # what polyserve up decides itself, whatever a --config says
@@ -115,7 +140,6 @@ def up_config(spec: UpSpec, model: str, backends: tuple[BackendSpec, ...]) -> Ga
 def run_up(spec: UpSpec) -> None:
     """Start everything and serve until a signal. Raises ``PolyServeError`` for bad settings."""
     from polyserve.core.errors import ConfigError
-    from polyserve.engine.process import launch_engine
     from polyserve.gateway.app import Gateway
     from polyserve.gateway.server import serve_app
 
@@ -136,12 +160,16 @@ def run_up(spec: UpSpec) -> None:
                                   scheduling_policy=sched, max_num_batched_tokens=budget,
                                   kv_link_gbps=spec.kv_link_gbps)
     ecfg = cfgs[roles[0]]
+    if spec.ray_address is not None and spec.backend != "ray":
+        raise ConfigError("--ray-address is for --backend ray")
     old = signal.signal(signal.SIGTERM, _interrupt)  # until uvicorn takes over: stop what was started
     started: dict[int, object] = {}
     actuator: LocalEngineActuator | None = None
+    shutdown = None
     try:
+        launch, shutdown, actuator_cls = engine_launcher(spec)
         with ThreadPoolExecutor(max_workers=min(spec.engines, 8)) as pool:
-            futs = {i: pool.submit(launch_engine, cfgs[roles[i]], host=spec.host) for i in range(spec.engines)}
+            futs = {i: pool.submit(launch, cfgs[roles[i]]) for i in range(spec.engines)}
             errors = []
             for i, f in futs.items():
                 try:
@@ -151,7 +179,8 @@ def run_up(spec: UpSpec) -> None:
             if errors:
                 raise errors[0]
         for i, e in started.items():
-            sys.stdout.write(f"engine {i}: {e.url} (pid {e.proc.pid})\n")  # type: ignore[attr-defined]
+            where = f"pid {e.proc.pid}" if hasattr(e, "proc") else f"ray actor {e.name}"  # type: ignore[attr-defined]
+            sys.stdout.write(f"engine {i}: {e.url} ({where})\n")  # type: ignore[attr-defined]
         for role, c in cfgs.items():
             sys.stdout.write(f"{role} engines schedule with --scheduling-policy {c.scheduling_policy}"
                              + (f", token budget {c.max_num_batched_tokens}" if c.max_num_batched_tokens else "")
@@ -163,11 +192,13 @@ def run_up(spec: UpSpec) -> None:
                               for i in range(spec.engines))
         config = up_config(spec, ecfg.name, backend_specs)
         backends = [Backend(i, b.url, b.priority, deadlines=b.deadlines) for i, b in enumerate(config.backends)]
-        actuator = LocalEngineActuator(
-            backends, lambda sid: launch_engine(cfgs[roles[sid]], host=spec.host), started, stop_idle=spec.stop_idle
-        )
+        own = {"shutdown": shutdown} if shutdown is not None else {}  # Ray is released after its last actor
+        actuator = actuator_cls(backends, lambda sid: launch(cfgs[roles[sid]]), started, stop_idle=spec.stop_idle,
+                                **own)
+        shutdown = None
         app = Gateway(config, actuator=actuator, backends=backends)
-        serve_app(app, spec.host, spec.port, log_level=spec.log_level, note=f", {spec.engines} local engines")
+        kind = "local engines" if spec.backend == "local" else "engine Ray actors"
+        serve_app(app, spec.host, spec.port, log_level=spec.log_level, note=f", {spec.engines} {kind}")
     except KeyboardInterrupt:
         pass
     finally:
@@ -177,3 +208,5 @@ def run_up(spec: UpSpec) -> None:
         else:
             for e in started.values():
                 e.stop()  # type: ignore[attr-defined]
+        if shutdown is not None:
+            shutdown()

@@ -23,8 +23,10 @@ from polyserve.cli.options import (
     MaxSeqs,
     MaxTokens,
     Model,
+    OptionalRayCommand,
     PrefillFraction,
     Quiet,
+    Ray,
     Tiers,
     TierWeights,
     Tp,
@@ -75,7 +77,7 @@ def print_rows(rows: list[dict], title: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(cls=OptionalRayCommand)
     def compare(
         trace: Trace = None, trace_format: TraceFormat = None, tiers: Tiers = None, tier_weights: TierWeights = None,
         instances: Instances = 32, prefill_fraction: PrefillFraction = 0.25, kv_link_gbps: KvLink = 400.0,
@@ -99,7 +101,8 @@ def register(app: typer.Typer) -> None:
         autoscale_rate: Annotated[float | None, typer.Option("--autoscale-rate", help="req/s of the autoscaled trace replay (default 0.6 x the optimal bound)")] = None,
         rate_sweep: Annotated[str, typer.Option("--rate-sweep", help="Fractions of the optimal bound for the attainment-vs-rate sweep ('' to skip)")] = "0.6,0.8,0.9,1.0,1.1,1.2",
         fleet_sizes: Annotated[str, typer.Option("--fleet-sizes", help="Fleet sizes for goodput per instance ('' to skip)")] = "8,16,32,64",
-        jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel processes (0 = all cores)")] = 0,
+        jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel processes (0 = all cores); with a bare --ray, the local Ray's CPUs")] = 0,
+        ray: Ray = None,
     ) -> None:
         """Goodput of policies x modes on one workload and fleet: table, CSV/JSON and PNG plots in --out."""
         try:
@@ -137,7 +140,7 @@ def register(app: typer.Typer) -> None:
                 fleet_sizes=parse_ints(fleet_sizes, "--fleet-sizes"), seeds=seed_list, jobs=jobs,
             )
             t0 = time.perf_counter()
-            res = _run_with_progress(ctx, st, quiet)
+            res = _run_with_progress(ctx, st, quiet, ray)
             files = write_outputs(out, ctx, st, res)
         except PolyServeError as e:
             fail(e)
@@ -160,21 +163,29 @@ def register(app: typer.Typer) -> None:
                           highlight=False)
 
 
-def _run_with_progress(ctx, st, quiet: bool):
+def _run_with_progress(ctx, st, quiet: bool, ray: str | None = None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from polyserve.experiments.compare import run_compare
+    from polyserve.experiments.executor import make_executor
 
-    if quiet or not sys.stderr.isatty():
-        def log(i: int, n: int, what: str) -> None:
+    ex = make_executor(st.jobs, ray)
+    where = f"{ex.name}, {ex.workers} worker{'s' if ex.workers != 1 else ''}"
+    try:
+        if quiet or not sys.stderr.isatty():
+            def log(i: int, n: int, what: str) -> None:
+                if not quiet:
+                    err.print(f"[{i}/{n}] {what}", highlight=False)
             if not quiet:
-                err.print(f"[{i}/{n}] {what}", highlight=False)
-        return run_compare(ctx, st, progress=log)
-    with Progress(TextColumn("compare"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                  TimeElapsedColumn(), console=err, transient=True) as prog:
-        task = prog.add_task("", total=None)
+                err.print(f"compare: simulations run on {where}", highlight=False)
+            return run_compare(ctx, st, progress=log, executor=ex)
+        with Progress(TextColumn(f"compare ({where})"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as prog:
+            task = prog.add_task("", total=None)
 
-        def cb(i: int, n: int, what: str) -> None:
-            prog.update(task, completed=i, total=n, description=what)
+            def cb(i: int, n: int, what: str) -> None:
+                prog.update(task, completed=i, total=n, description=what)
 
-        return run_compare(ctx, st, progress=cb)
+            return run_compare(ctx, st, progress=cb, executor=ex)
+    finally:
+        ex.close()

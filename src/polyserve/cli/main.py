@@ -37,6 +37,7 @@ from polyserve.cli.options import (
     Mode,
     Model,
     NumRequests,
+    OptionalRayCommand,
     Out,
     OutputLen,
     Overload,
@@ -45,6 +46,7 @@ from polyserve.cli.options import (
     PrefillFraction,
     Quiet,
     Rate,
+    Ray,
     Scheduler,
     Seed,
     Step,
@@ -200,7 +202,7 @@ def simulate(
         )
 
 
-@app.command()
+@app.command(cls=OptionalRayCommand)
 def goodput(
     trace: Trace = None, trace_format: TraceFormat = None, tiers: Tiers = None, tier_weights: TierWeights = None,
     instances: Instances = 32, mode: Mode = "colocated", prefill_fraction: PrefillFraction = 0.25,
@@ -216,6 +218,8 @@ def goodput(
     rel_tol: Annotated[float, typer.Option("--rel-tol", help="Bisection stops at this relative bracket")] = 0.01,
     start_rate: Annotated[float | None, typer.Option("--start-rate", help="First candidate rate (default 0.7 x the work bound)")] = None,
     tail_factor: Annotated[float, typer.Option("--tail-factor", help="Tail-bounded goodput: every tier's p99 TTFT (all requests) <= this x its TTFT SLO")] = 2.0,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Workers: 1 = every run in this process (the default without --ray); more: runs on a pool of that many processes, or a local Ray's CPUs with a bare --ray (default there: 0 = every core), rates the search may need next simulated ahead on idle ones. Same results")] = None,
+    ray: Ray = None,
 ) -> None:
     """Highest arrival rate (Poisson, lengths resampled from the trace) with attainment >= --target.
 
@@ -235,10 +239,15 @@ def goodput(
         tr = read_trace(trace_path, fmt, tierset)
         settings = GoodputSettings(target=target, duration_s=duration, warmup_s=warmup, rel_tol=rel_tol,
                                    start_rate=start_rate, tail_factor=tail_factor)
-        log = None if quiet else (lambda msg: err.print(f"  {msg}", highlight=False))
+        from polyserve.experiments.executor import make_executor
+
+        ex = make_executor(jobs if jobs is not None else (0 if ray else 1), ray)
         t0 = time.perf_counter()
-        res = GoodputSearch(tr, tierset, m, pol, config, seed, settings, progress=log,
-                            use_tier_column=w is None).run()
+        try:
+            gs = GoodputSearch(tr, tierset, m, pol, config, seed, settings, use_tier_column=w is None, executor=ex)
+            res = _search_with_progress(gs, quiet, ex)
+        finally:
+            ex.close()
         wall = time.perf_counter() - t0
     except PolyServeError as e:
         fail(e)
@@ -274,8 +283,30 @@ def goodput(
     if res.bound_rps is not None:
         console.print(f"bound_rps {res.bound_rps:.3f} (every tier {res.bound_rps_all_tiers:.3f})", highlight=False)
     if not quiet:
-        console.print(f"({len(res.probes)} runs in {wall:.1f} s wall" + (f"; wrote {out}/goodput.json)" if out else ")"),
-                      highlight=False)
+        ahead = f", {gs.speculated} simulated ahead on {ex.name} x {ex.workers}" if gs.speculated else ""
+        console.print(f"({len(res.probes)} runs{ahead} in {wall:.1f} s wall"
+                      + (f"; wrote {out}/goodput.json)" if out else ")"), highlight=False)
+
+
+def _search_with_progress(gs, quiet: bool, ex):
+    """Run the search, with a progress bar over its probes on a terminal (a line per probe otherwise)."""
+    if quiet:
+        return gs.run()
+    if not sys.stderr.isatty():
+        gs.progress = lambda msg: err.print(f"  {msg}", highlight=False)
+        return gs.run()
+    where = f"{ex.name}, {ex.workers} worker{'s' if ex.workers != 1 else ''}"
+    with Progress(TextColumn(f"goodput ({where})"), BarColumn(), TextColumn("{task.completed} probes"),
+                  TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as prog:
+        task = prog.add_task("", total=None)
+
+        def cb(msg: str) -> None:
+            prog.console.print(f"  {msg}", highlight=False)
+            prog.update(task, completed=len(gs.probes),
+                        description=f"({gs.speculated} ahead)" if gs.speculated else "")
+
+        gs.progress = cb
+        return gs.run()
 
 
 @profile_app.command("fit")

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from polyserve.core.errors import PolyServeError
 
@@ -96,3 +97,26 @@ def parse_ints(text: str, flag: str) -> tuple[int, ...]:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise PolyServeError(f"{flag}: expected comma-separated integers, got {text!r}") from None
+
+
+# ---- --ray [ADDRESS]: an option whose value may be left out ----------------------------------------------------
+RAY_LOCAL = "local"  # what a bare --ray means: start a local Ray instance
+Ray = Annotated[str | None, typer.Option("--ray", metavar="[ADDRESS]", help="Run the simulations as Ray tasks: bare --ray starts a local Ray (--jobs CPUs, 0 = every core); an ADDRESS joins that cluster (auto, HOST:PORT, ray://HOST:10001). Needs the ray extra. Same results as without it")]
+
+
+def bare_to_default(args: list[str], option: str, default: str) -> list[str]:
+    """``option`` given with no value (last, or followed by another option) gets ``default`` as its value,
+    so ``--ray`` alone and ``--ray ADDRESS`` both parse (the CLI parser knows only options with values)."""
+    out: list[str] = []
+    for i, a in enumerate(args):
+        out.append(a)
+        if a == option and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append(default)
+    return out
+
+
+class OptionalRayCommand(TyperCommand):
+    """A command whose ``--ray`` may be given without an address (``bare_to_default``)."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
+        return super().parse_args(ctx, bare_to_default(list(args), "--ray", RAY_LOCAL))

@@ -63,8 +63,15 @@ def up(
     kv_link_gbps: Annotated[
         float, typer.Option("--kv-link-gbps", help="Disaggregated: the emulated prefill -> decode KV link, Gbit/s")
     ] = 400.0,
+    backend: Annotated[
+        str, typer.Option("--backend", help="Where the engines run: local (subprocesses) | ray (Ray actors, a dead one is replaced; needs the ray extra)")
+    ] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="--backend ray: join this Ray cluster (auto, HOST:PORT, ray://HOST:10001); default: start a local Ray")
+    ] = None,
 ) -> None:
-    """Start N local emulated engines and the gateway in front of them; Ctrl-C or SIGTERM stops them all."""
+    """Start N emulated engines (local processes, or Ray actors with --backend ray) and the gateway in front of
+    them; Ctrl-C or SIGTERM stops them all."""
     from polyserve.core.errors import PolyServeError
     from polyserve.up import UpSpec, run_up
 
@@ -88,6 +95,8 @@ def up(
                 config_path=str(config) if config else None,
                 policy_options=tuple(parse_policy_options(policy_option).items()),
                 kv_link_gbps=kv_link_gbps,
+                backend=backend,
+                ray_address=ray_address,
             )
         )
     except PolyServeError as e:

@@ -16,7 +16,8 @@ Reading guide:
 - ``sse``       the streaming response that notices disconnects, and the crash injector;
 - ``app``       ``create_engine_app(config)``: the FastAPI app;
 - ``transport`` ``StreamingASGITransport``: httpx to an ASGI app in-process, streaming, with disconnects;
-- ``server``    uvicorn serving (``polyserve engine``), ``process``: start/stop an engine subprocess.
+- ``server``    uvicorn serving (``polyserve engine``), ``process``: start/stop an engine subprocess;
+- ``ray_actor`` an engine hosted by a Ray actor (``polyserve up --backend ray``; the ``ray`` extra).
 
 Python use::
 

@@ -26,7 +26,14 @@ What each row reports (``compare.json``; README "Results" holds a full run), mea
 Beside the headline (default latency model) the same comparison runs under a second latency model
 (``--sensitivity-model``, default roofline) into ``compare_<model>.json``; plus a rate sweep (attainment per
 tier vs rate for PolyServe and the best paper baseline) and a fleet-size sweep (goodput per instance from 8 to
-64 instances), both on the first seed. Work is split into independent tasks run in parallel over processes.
+64 instances), both on the first seed.
+
+Where it runs: every simulation is a task on an ``Executor`` (``experiments/executor.py``: inline for
+``--jobs 1``, a local process pool, or Ray with ``--ray``); the goodput searches themselves run here, several
+at once (threads that mostly wait), each submitting its probes and, when workers are idle, speculative ones
+(``goodput.py``). Inputs (trace, tiers, latency model) are read here once and travel inside the tasks, so no
+worker reads a file. The results are assembled in a fixed order, so the outputs are byte-identical whatever
+the executor, the number of workers and the order in which tasks finish.
 """
 
 from __future__ import annotations
@@ -34,9 +41,9 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
+import threading
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -44,6 +51,7 @@ import numpy as np
 
 from polyserve import __version__
 from polyserve.core.errors import ConfigError
+from polyserve.experiments.executor import Executor, InlineExecutor, make_executor
 from polyserve.experiments.goodput import GoodputSearch, GoodputSettings
 from polyserve.experiments.runner import PolicySpec, jsonable, load_tiers, run_workload
 from polyserve.latency.build import FleetSpec, build_model
@@ -51,7 +59,7 @@ from polyserve.policy import ROUTERS
 from polyserve.policy.bound import BoundInputs, optimal_rate, tier_rate
 from polyserve.policy.cost import fit_cost
 from polyserve.sim.config import SimConfig
-from polyserve.workload import WorkloadSpec, build_workload, read_trace
+from polyserve.workload import TraceData, WorkloadSpec, build_workload, read_trace
 
 PAPER_BASELINES = ("random", "minimal", "co-chunk")
 STRONGER_BASELINES = ("round-robin", "least-outstanding", "power-of-two", "static-partition", "edf-pool",
@@ -107,7 +115,7 @@ class CompareSettings:
     rate_sweep: tuple[float, ...] = (0.6, 0.8, 0.9, 1.0, 1.1, 1.2)  # fractions of the fluid estimate
     fleet_sizes: tuple[int, ...] = (8, 16, 32, 64)
     seeds: tuple[int, ...] = (0, 1, 2)
-    jobs: int = 0  # 0 = os.cpu_count()
+    jobs: int = 0  # 0 = os.cpu_count(); the local executor's processes, or a local Ray's CPUs
 
     def __post_init__(self) -> None:
         for p in self.policies:
@@ -126,7 +134,7 @@ class CompareSettings:
 # ---- the fluid estimate (not a bound) ---------------------------------------------------------------------------
 def bound_inputs(ctx: Context, model, instances: int | None = None) -> BoundInputs:
     tiers = _tiers(ctx)
-    tr = read_trace(ctx.trace, ctx.trace_format, tiers)
+    tr = _trace(ctx)
     c = fit_cost(model, ctx.sim.max_num_seqs, ctx.sim.max_num_batched_tokens)
     if tr.tier is not None and ctx.tier_weights is None:
         counts = np.bincount(tr.tier.astype(np.intp), minlength=len(tiers))
@@ -156,6 +164,20 @@ def _tiers(ctx: Context):
     return tiers.with_weights(ctx.tier_weights) if ctx.tier_weights else tiers
 
 
+_TRACES: dict[tuple, TraceData] = {}
+_TRACES_LOCK = threading.Lock()
+
+
+def _trace(ctx: Context) -> TraceData:
+    """The trace, read once per process and file (the searches share it; nothing modifies a ``TraceData``)."""
+    k = (ctx.trace, ctx.trace_format, ctx.tiers_path, tuple(sorted((ctx.tier_weights or {}).items())))
+    with _TRACES_LOCK:
+        tr = _TRACES.get(k)
+        if tr is None:
+            tr = _TRACES[k] = read_trace(ctx.trace, ctx.trace_format, _tiers(ctx))
+        return tr
+
+
 SIM_EXTRAS = ("prefill_fraction",)  # variant keys that configure the simulated fleet, not the router
 
 
@@ -180,6 +202,8 @@ def _policy(name: str, mode: str, ctx: Context, model, extra: dict | None = None
 
 
 # ---- tasks -----------------------------------------------------------------------------------------------------
+# Each task_* runs here (in a coordinator thread) and hands its simulations to the executor; the _run_*
+# functions are what the workers run, on arguments that carry their data (no file is read there).
 def _model(ctx: Context, kind: str | None):
     fleet = ctx.fleet if kind is None else replace(ctx.fleet, latency_model=kind, latency_coefficients=None,
                                                    latency_profile=None)
@@ -187,26 +211,29 @@ def _model(ctx: Context, kind: str | None):
 
 
 def _search(ctx: Context, policy: str, mode: str, kind: str | None, extra: dict | None, seed: int,
-            instances: int | None, bounds: tuple[float, float] | None) -> tuple[GoodputSearch, object]:
+            instances: int | None, bounds: tuple[float, float] | None,
+            executor: Executor | None = None) -> tuple[GoodputSearch, object]:
     model = _model(ctx, kind)
     sim = replace(ctx.sim, mode=mode, **({"instances": instances} if instances else {}), **_split(extra)[1])
     tiers = _tiers(ctx)
-    tr = read_trace(ctx.trace, ctx.trace_format, tiers)
+    tr = _trace(ctx)
     pol = _policy(policy, mode, replace(ctx, sim=sim), model, extra)
     gs = GoodputSearch(tr, tiers, model, pol, sim, seed, ctx.goodput, use_tier_column=ctx.tier_weights is None,
-                       bounds=bounds)
+                       bounds=bounds, executor=executor)
     return gs, model
 
 
-def task_bound(ctx: Context, mode: str, kind: str | None, seed: int, instances: int | None) -> dict[str, object]:
-    gs, _ = _search(ctx, "round-robin", mode, kind, None, seed, instances, None)
+def task_bound(ctx: Context, mode: str, kind: str | None, seed: int, instances: int | None,
+               executor: Executor | None = None) -> dict[str, object]:
+    gs, _ = _search(ctx, "round-robin", mode, kind, None, seed, instances, None, executor)
     b, b_all = gs.bounds()
     return {"bound": b, "bound_all_tiers": b_all}
 
 
 def task_goodput(ctx: Context, policy: str, mode: str, kind: str | None, extra: dict | None, seed: int,
-                 instances: int | None = None, bounds: tuple[float, float] | None = None) -> dict[str, object]:
-    gs, model = _search(ctx, policy, mode, kind, extra, seed, instances, bounds)
+                 instances: int | None = None, bounds: tuple[float, float] | None = None,
+                 executor: Executor | None = None) -> dict[str, object]:
+    gs, model = _search(ctx, policy, mode, kind, extra, seed, instances, bounds, executor)
     res = gs.run()
     at = res.at_goodput_tail_bounded or {}
     at_overall = res.at_goodput or {}
@@ -234,19 +261,8 @@ def task_goodput(ctx: Context, policy: str, mode: str, kind: str | None, extra: 
     }
 
 
-def task_autoscale(ctx: Context, policy: str, mode: str, rate: float, extra: dict | None) -> dict[str, object]:
-    model = _model(ctx, None)
-    tiers = _tiers(ctx)
-    tr = read_trace(ctx.trace, ctx.trace_format, tiers)
-    if tr.arrival_s is None:  # a lengths-only trace has nothing to replay: Poisson arrivals over a probe's span
-        spec = WorkloadSpec(trace=ctx.trace, trace_format=ctx.trace_format, rate=rate, arrival="poisson",
-                            duration_s=ctx.goodput.duration_s)
-    else:
-        spec = WorkloadSpec(trace=ctx.trace, trace_format=ctx.trace_format, rate=rate)
-    wl = build_workload(spec, tiers, ctx.seed)
-    sim = replace(ctx.sim, mode=mode, **_split(extra)[1])
-    pol = _policy(policy, mode, replace(ctx, sim=sim), model, extra, autoscale=True)
-    res = run_workload(wl, model, pol, sim, ctx.seed)
+def _run_autoscale(wl, model, pol: PolicySpec, sim: SimConfig, seed: int, rate: float) -> dict[str, object]:
+    res = run_workload(wl, model, pol, sim, seed)
     s = res.summary
     return {
         "autoscaled_goodput_per_instance_s": s["attained_per_instance_s"],
@@ -258,16 +274,34 @@ def task_autoscale(ctx: Context, policy: str, mode: str, rate: float, extra: dic
     }
 
 
-def task_sweep(ctx: Context, policy: str, mode: str, rate: float, extra: dict | None) -> dict[str, object]:
-    gs, _ = _search(ctx, policy, mode, None, extra, ctx.seed, None, None)
-    s = gs.run_at(rate).summary
+def task_autoscale(ctx: Context, policy: str, mode: str, rate: float, extra: dict | None,
+                   executor: Executor | None = None) -> dict[str, object]:
+    model = _model(ctx, None)
+    tiers = _tiers(ctx)
+    tr = _trace(ctx)
+    if tr.arrival_s is None:  # a lengths-only trace has nothing to replay: Poisson arrivals over a probe's span
+        spec = WorkloadSpec(trace=ctx.trace, trace_format=ctx.trace_format, rate=rate, arrival="poisson",
+                            duration_s=ctx.goodput.duration_s)
+    else:
+        spec = WorkloadSpec(trace=ctx.trace, trace_format=ctx.trace_format, rate=rate)
+    wl = build_workload(spec, tiers, ctx.seed, trace=tr)
+    sim = replace(ctx.sim, mode=mode, **_split(extra)[1])
+    pol = _policy(policy, mode, replace(ctx, sim=sim), model, extra, autoscale=True)
+    ex = executor or InlineExecutor()
+    return ex.submit(_run_autoscale, wl, model, pol, sim, ctx.seed, rate).result()
+
+
+def task_sweep(ctx: Context, policy: str, mode: str, rate: float, extra: dict | None,
+               executor: Executor | None = None) -> dict[str, object]:
+    gs, _ = _search(ctx, policy, mode, None, extra, ctx.seed, None, None, executor)
+    s = gs.full_summary(rate)
     return {"rate": rate, "attainment": s["attainment"], "ttft_p99_ms_all": s["ttft_ms_all"]["p99"],  # type: ignore[index]
             "tiers": {k: v["attainment"] for k, v in s["tiers"].items()}}  # type: ignore[union-attr]
 
 
-def _run(kind: str, args: tuple) -> tuple[str, tuple, dict[str, object]]:
+def _run(kind: str, args: tuple, executor: Executor) -> tuple[str, tuple, dict[str, object]]:
     fn = {"bound": task_bound, "goodput": task_goodput, "autoscale": task_autoscale, "sweep": task_sweep}[kind]
-    return kind, args, fn(*args)
+    return kind, args, fn(*args, executor=executor)  # type: ignore[operator]
 
 
 # ---- orchestration -------------------------------------------------------------------------------------------
@@ -281,37 +315,60 @@ class CompareResult:
     summary: dict[str, object] = field(default_factory=dict)
 
 
-def run_compare(ctx: Context, st: CompareSettings, progress: Callable[[int, int, str], None] | None = None
-                ) -> CompareResult:
+def run_compare(ctx: Context, st: CompareSettings, progress: Callable[[int, int, str], None] | None = None,
+                executor: Executor | None = None) -> CompareResult:
+    """Run the comparison. ``executor``: where the simulations run (default: ``make_executor(st.jobs)``,
+    closed at the end; one passed in is left open). ``progress(done, total, what)`` after each task."""
+    ex = executor or make_executor(st.jobs)
+    try:
+        return _compare(ctx, st, progress, ex)
+    finally:
+        if executor is None:
+            ex.close()
+
+
+def _compare(ctx: Context, st: CompareSettings, progress: Callable[[int, int, str], None] | None,
+             ex: Executor) -> CompareResult:
     model = _model(ctx, None)
     fluid_co = optimal_rate(bound_inputs(ctx, model), "colocated")
     as_rate = st.autoscale_rate or 0.6 * fluid_co
     pairs = [(p, m) for p in st.policies for m in st.modes]
     kinds: list[str | None] = [None] + ([st.sensitivity_model] if st.sensitivity_model else [])
-    jobs = st.jobs or os.cpu_count() or 1
-    done: list[tuple[str, tuple, dict[str, object]]] = []
-    total = 0
+    # coordinators: one at a time in-process (the plain sequential run); else enough to keep every worker fed
+    coordinators = 1 if isinstance(ex, InlineExecutor) else 2 * ex.workers
+    lock = threading.Lock()
+    state = {"done": 0, "total": 0}
+
+    def finished(k_a_o: tuple[str, tuple, dict[str, object]]) -> None:
+        with lock:
+            state["done"] += 1
+            n = state["done"]
+        if progress:
+            k, a, o = k_a_o
+            probes = f" ({o['probes']} probes)" if k == "goodput" else ""
+            progress(n, state["total"], f"{k} {_label(k, a)}{probes}")
 
     def execute(batch: list[tuple[str, tuple]]) -> list[tuple[str, tuple, dict[str, object]]]:
-        nonlocal total
-        total += len(batch)
-        got: list[tuple[str, tuple, dict[str, object]]] = []
-        if jobs == 1:
+        """Run ``batch``; results in ``batch`` order (never completion order: outputs must not depend on it)."""
+        state["total"] += len(batch)
+        if coordinators == 1:  # in this thread, one after another: Ctrl-C stops it at once
+            out = []
             for kind, args in batch:
-                got.append(_run(kind, args))
-                done.append(got[-1])
-                if progress:
-                    progress(len(done), total, f"{kind} {_label(kind, args)}")
-            return got
-        with ProcessPoolExecutor(max_workers=jobs) as ex:
-            futs = [ex.submit(_run, kind, args) for kind, args in batch]
-            for f in as_completed(futs):
-                got.append(f.result())
-                done.append(got[-1])
-                if progress:
-                    k, a, _ = got[-1]
-                    progress(len(done), total, f"{k} {_label(k, a)}")
-        return got
+                out.append(_run(kind, args, ex))
+                finished(out[-1])
+            return out
+        with ThreadPoolExecutor(max_workers=min(coordinators, len(batch)) or 1) as pool:
+            futs = {pool.submit(_run, kind, args, ex): i for i, (kind, args) in enumerate(batch)}
+            got: list[tuple[str, tuple, dict[str, object]] | None] = [None] * len(batch)
+            try:
+                for f in as_completed(futs):
+                    got[futs[f]] = f.result()
+                    finished(got[futs[f]])  # type: ignore[arg-type]
+            except BaseException:  # an error or Ctrl-C: no new task starts, the searches fail fast
+                pool.shutdown(wait=False, cancel_futures=True)
+                ex.close()
+                raise
+        return got  # type: ignore[return-value]
 
     # phase 1: the work bounds (policy-independent) for every mode, model and seed
     bound_tasks = [("bound", (ctx, m, k, sd, None)) for m in st.modes for k in kinds for sd in st.seeds]
@@ -500,7 +557,9 @@ def write_outputs(out: Path, ctx: Context, st: CompareSettings, res: CompareResu
     written = []
     meta = {"polyserve_version": __version__, "trace": ctx.trace, "trace_format": ctx.trace_format,
             "tiers": ctx.tiers_path, "tier_weights": ctx.tier_weights, "fleet": asdict(ctx.fleet),
-            "sim": ctx.sim.to_dict(), "seed": ctx.seed, "goodput": asdict(ctx.goodput), "settings": asdict(st)}
+            "sim": ctx.sim.to_dict(), "seed": ctx.seed, "goodput": asdict(ctx.goodput),
+            # where it ran (--jobs, --ray) is not a setting of the result: every executor writes the same bytes
+            "settings": {k: v for k, v in asdict(st).items() if k != "jobs"}}
     for name, rows in (("compare", res.rows), (f"compare_{st.sensitivity_model}", res.sensitivity)):
         if name.endswith("None") or (name != "compare" and not rows):
             continue

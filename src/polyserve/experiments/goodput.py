@@ -21,6 +21,14 @@ those runs. A run stops early once more measured requests have missed than the o
 three verdicts are then "fail"); a run also stops at the last deadline any request could still meet, and
 what is unfinished then counts as missed.
 
+Where the runs happen: in this process by default; with an ``executor`` (``experiments/executor.py``: a local
+process pool or Ray) every simulation (a probe, the work bound, a full run at the goodput) is a task. The
+search itself stays sequential and runs here: it is a generator of candidate rates (``_steps``) fed with
+verdicts, so the rates it may ask for next can be listed by replaying it under hypothetical verdicts
+(``experiments/speculation.py``) and simulated ahead on idle workers. A speculative result is only a cached
+value: the search records a probe when it asks for that rate, in the same order as without speculation, so
+the result (probes, goodputs, summaries) is identical whatever the executor and the number of workers.
+
 Stationarity: every simulated candidate records its attainment in each quarter of the counted window, so a
 report can show that the warm-up was long enough (``stationarity``: the largest gap between a quarter and
 the whole window, at the goodput rate).
@@ -29,16 +37,22 @@ the whole window, at the goodput rate).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from polyserve.core.errors import ConfigError
 from polyserve.core.tiers import TierSet
 from polyserve.experiments.runner import PolicySpec, SimResult, run_workload
+from polyserve.experiments.speculation import frontier
 from polyserve.metrics.records import ATTAINED
 from polyserve.sim.bound import BoundSetup, work_bound_rps
 from polyserve.sim.config import SimConfig
 from polyserve.workload import TraceData, poisson_lengths_workload
+
+if TYPE_CHECKING:
+    from polyserve.experiments.executor import Executor
 
 CRITERIA = ("overall", "all_tiers", "tail_bounded")
 
@@ -120,9 +134,12 @@ class GoodputSearch:
         progress: Callable[[str], None] | None = None,
         use_tier_column: bool = True,
         bounds: tuple[float, float] | None = None,
+        executor: Executor | None = None,
     ) -> None:
         """``bounds``: (overall, all-tiers) work bounds if already known for this workload (they depend on
-        the trace, fleet, model, seed and window, not on the policy), else computed on first use."""
+        the trace, fleet, model, seed and window, not on the policy), else computed on first use.
+        ``executor``: where the simulations run (None: here, one after another); the search pickles itself
+        (without its probes and caches) into each task, so everything it holds must be picklable."""
         self.trace = trace
         self.use_tier_column = use_tier_column  # False: explicit tier weights override a trace's tier column
         self.tiers = tiers
@@ -135,6 +152,25 @@ class GoodputSearch:
         self.probes: list[Probe] = []
         self._cache: dict[float, tuple[Probe, dict[str, object] | None]] = {}
         self._bounds = bounds
+        self.executor = executor
+        self._spec: dict[float, Future] = {}  # speculative probes submitted, not yet asked for (rate key)
+        self.speculated = 0  # probes submitted ahead of the search (asked for later or not)
+
+    _RUNTIME = ("progress", "probes", "_cache", "executor", "_spec")
+
+    def __getstate__(self) -> dict[str, object]:
+        """What a task needs to run a probe: the workload, fleet and policy, not the search's own state."""
+        return {k: v for k, v in self.__dict__.items() if k not in self._RUNTIME}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.progress, self.probes, self._cache, self.executor, self._spec = None, [], {}, None, {}
+
+    def _call(self, fn: Callable[..., object], *args: object) -> object:
+        """``fn(self, *args)`` here, or as a task on the executor (waiting for it)."""
+        if self.executor is None:
+            return fn(self, *args)
+        return self.executor.submit(fn, self, *args).result()
 
     def workload(self, rate: float):
         return poisson_lengths_workload(self.trace, rate, self.s.duration_s, self.tiers, self.seed,
@@ -147,12 +183,15 @@ class GoodputSearch:
     def bounds(self) -> tuple[float, float]:
         """(overall, every-tier) work bounds for this workload, in req/s."""
         if self._bounds is None:
-            setup = BoundSetup.for_sim(self.model, self.config)
-            start = self.s.start_rate or 4.0 * self.config.instances
-            b = work_bound_rps(self.workload, setup, self.window, self.s.target, False, start)
-            b_all = work_bound_rps(self.workload, setup, self.window, self.s.target, True, b)
-            self._bounds = (b, min(b, b_all))
-        return self._bounds
+            self._bounds = self._call(_bounds_task)  # type: ignore[assignment]
+        return self._bounds  # type: ignore[return-value]
+
+    def compute_bounds(self) -> tuple[float, float]:
+        setup = BoundSetup.for_sim(self.model, self.config)
+        start = self.s.start_rate or 4.0 * self.config.instances
+        b = work_bound_rps(self.workload, setup, self.window, self.s.target, False, start)
+        b_all = work_bound_rps(self.workload, setup, self.window, self.s.target, True, b)
+        return (b, min(b, b_all))
 
     def run_at(self, rate: float, early_stop: bool = False) -> SimResult:
         """One run at ``rate``; ``early_stop``: it may stop once the overall target is out of reach."""
@@ -189,10 +228,9 @@ class GoodputSearch:
         )
         return {"overall": overall, "all_tiers": every, "tail_bounded": tail}
 
-    def probe(self, rate: float) -> Probe:
-        key = round(rate, 9)
-        if key in self._cache:
-            return self._cache[key][0]
+    def evaluate(self, rate: float) -> tuple[Probe, dict[str, object] | None]:
+        """One early-stopping run at ``rate``, judged on every criterion, with its summary if it ran in full.
+        A function of the workload and the rate alone: where or when it runs does not change it."""
         res = self.run_at(rate, early_stop=True)
         sm = res.summary
         tiers = sm["tiers"]  # type: ignore[index]
@@ -206,10 +244,23 @@ class GoodputSearch:
             {k: v["ttft_over_slo_p99"] for k, v in tiers.items()},  # type: ignore[union-attr]
             sm["shed_fraction"], int(sm["requests"]), res.aborted, self._quarters(res),  # type: ignore[arg-type]
         )
-        self._cache[key] = (p, None if res.aborted else sm)
+        return p, None if res.aborted else sm
+
+    def probe(self, rate: float) -> Probe:
+        """The verdicts at ``rate``: simulated once (or taken from a speculative run), recorded in ``probes``
+        in the order the search asks, cached for every later question."""
+        key = round(rate, 9)
+        if key in self._cache:
+            return self._cache[key][0]
+        fut = self._spec.pop(key, None)
+        if fut is not None:
+            p, sm = fut.result()
+        else:
+            p, sm = self._call(_probe_task, rate)  # type: ignore[misc]
+        self._cache[key] = (p, sm)
         self.probes.append(p)
         if self.progress:
-            verdict = ", ".join(f"{c} {'pass' if v else 'fail'}" for c, v in passed.items())
+            verdict = ", ".join(f"{c} {'pass' if v else 'fail'}" for c, v in p.passed.items())
             self.progress(f"{rate:.3f} req/s -> {verdict}")
         return p
 
@@ -218,20 +269,66 @@ class GoodputSearch:
         hit = self._cache.get(round(rate, 9))
         if hit is not None and hit[1] is not None:
             return hit[1]
-        return self.run_at(rate).summary if rate > 0 else None
+        return self.full_summary(rate) if rate > 0 else None
+
+    def full_summary(self, rate: float) -> dict[str, object]:
+        """The summary of a full run (no early stop) at ``rate``, on the executor if there is one."""
+        return self._call(_full_summary_task, rate)  # type: ignore[return-value]
 
     def search(self, criterion: str, hint: float | None = None) -> float:
         """Highest passing rate for ``criterion``, to ``rel_tol``, below the work bound."""
         if criterion not in CRITERIA:
             raise ConfigError(f"unknown goodput criterion {criterion!r}; allowed: {', '.join(CRITERIA)}")
-        s = self.s
         hi: float | None = None
-        if s.use_bound:
+        if self.s.use_bound:
             b, b_all = self.bounds()
             hi = b if criterion == "overall" else b_all
             if hi <= 0:
                 return 0.0
-        done = [p for p in self.probes if hi is None or p.rate < hi]
+        before = list(self.probes)
+
+        def steps() -> Generator[float, bool, float]:
+            return self._steps(criterion, hint, hi, before)
+
+        gen = steps()
+        try:
+            rate = next(gen)
+            while True:
+                if round(rate, 9) not in self._cache:
+                    self._speculate(criterion, steps, rate)
+                rate = gen.send(self.probe(rate).passed[criterion])
+        except StopIteration as stop:
+            return stop.value
+
+    def _speculate(self, criterion: str, steps: Callable[[], Generator[float, bool, float]], needed: float) -> None:
+        """Before waiting for ``needed``: submit it, then fill idle workers with the rates the search may ask
+        for after it (breadth first over its next verdicts), so they are ready if it does."""
+        ex = self.executor
+        if ex is None:
+            return
+        k = round(needed, 9)
+        if k not in self._spec:
+            self._spec[k] = ex.submit(_probe_task, self, needed)
+        room = ex.idle()
+        if room <= 0:
+            return
+
+        def known(rate: float) -> bool | None:
+            hit = self._cache.get(round(rate, 9))
+            return None if hit is None else hit[0].passed[criterion]
+
+        last = self.probes[-1].passed[criterion] if self.probes else False
+        for rate in frontier(steps, known, lambda r: round(r, 9) in self._spec, room, prefer=last):
+            self._spec[round(rate, 9)] = ex.submit(_probe_task, self, rate)
+            self.speculated += 1
+
+    def _steps(self, criterion: str, hint: float | None, hi: float | None,
+               before: list[Probe]) -> Generator[float, bool, float]:
+        """The search for ``criterion`` as a generator: yields each rate it needs judged, receives whether it
+        passed, returns the goodput. Pure given ``before`` (the probes recorded when the search began) and
+        the verdicts it is sent, so it can be replayed under hypothetical verdicts."""
+        s = self.s
+        done = [p for p in before if hi is None or p.rate < hi]
         fails = [p.rate for p in done if not p.passed[criterion]]
         if fails:
             hi = min(fails) if hi is None else min(hi, min(fails))
@@ -246,7 +343,7 @@ class GoodputSearch:
                 evals += 1
                 if rate < 1e-3:
                     return 0.0
-                if self.probe(rate).passed[criterion]:
+                if (yield rate):
                     lo = rate
                     break
                 hi = rate
@@ -256,7 +353,7 @@ class GoodputSearch:
         while evals < s.max_evals and (hi is None or lo * 1.15 < hi):
             evals += 1
             rate = lo * 1.15
-            if self.probe(rate).passed[criterion]:
+            if (yield rate):
                 lo = rate
             else:
                 hi = rate
@@ -265,7 +362,7 @@ class GoodputSearch:
         while (hi - lo) / hi >= s.rel_tol and evals < s.max_evals:
             evals += 1
             mid = (lo + hi) / 2
-            if self.probe(mid).passed[criterion]:
+            if (yield mid):
                 lo = mid
             else:
                 hi = mid
@@ -286,5 +383,26 @@ class GoodputSearch:
             whole = hit[0].attainment
             stat = {"rate": g_tail, "quarters": hit[0].quarters, "attainment": whole,
                     "max_gap": round(max(abs(x - whole) for x in q), 6) if q and whole is not None else None}
+        self.drop_speculation()
         return GoodputResult(g, g_all, self.s.target, g_tail, b, b_all, list(self.probes), at, at_all, at_tail,
                              stat)
+
+    def drop_speculation(self) -> None:
+        """Cancel the speculative probes the search never asked for (those already running may finish)."""
+        for fut in self._spec.values():
+            if self.executor is not None:
+                self.executor.cancel(fut)
+        self._spec.clear()
+
+
+# ---- tasks: module-level, so an executor can send them to another process --------------------------------------
+def _probe_task(gs: GoodputSearch, rate: float) -> tuple[Probe, dict[str, object] | None]:
+    return gs.evaluate(rate)
+
+
+def _bounds_task(gs: GoodputSearch) -> tuple[float, float]:
+    return gs.compute_bounds()
+
+
+def _full_summary_task(gs: GoodputSearch, rate: float) -> dict[str, object]:
+    return gs.run_at(rate).summary

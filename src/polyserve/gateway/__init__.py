@@ -15,7 +15,9 @@ Reading guide:
                  the actuator), as ``polyserve.sim.cluster`` is its virtual-clock host;
 - ``breaker``    when a failed request marks a backend dead (refused at once; else 3 different requests);
 - ``actuator``   ``Actuator`` protocol; ``StaticActuator`` (fixed backends), ``LocalEngineActuator``
-                 (local emulated engines, started and stopped as the policy scales);
+                 (local emulated engines, started and stopped as the policy scales); ``ray_actuator``:
+                 the same on Ray actors; ``k8s``: engine pods by label selector, scaled through their
+                 Deployments' scale subresource (the ``kubernetes`` config section);
 - ``backend``    ``Backend`` records, the ``Upstream`` interface (open a stream, classify failures) and its
                  httpx implementation (any transport: in-process tests);
 - ``wire``       ``WireClient``: the lean HTTP/1.1 upstream client used over TCP (the hot path: a Protocol per

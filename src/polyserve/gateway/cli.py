@@ -32,7 +32,15 @@ def gateway(
     from polyserve.gateway.server import serve_app
 
     try:
-        app = Gateway(load_config(config))
+        cfg = load_config(config)
+        if cfg.kubernetes is not None:  # engine pods by label selector, scaled through their Deployments
+            from polyserve.gateway.backend import Backend
+            from polyserve.gateway.k8s import build_actuator
+
+            backends = [Backend(i, b.url, b.priority, deadlines=b.deadlines) for i, b in enumerate(cfg.backends)]
+            app = Gateway(cfg, actuator=build_actuator(cfg.kubernetes, backends), backends=backends)
+        else:
+            app = Gateway(cfg)
         serve_app(app, host, port, graceful_timeout_s=graceful_timeout, log_level=log_level)
     except PolyServeError as e:
         _fail(e)

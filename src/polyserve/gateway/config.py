@@ -25,6 +25,8 @@ The file is YAML (``.yaml``/``.yml``) or TOML (``.toml``); both give the same do
         tiers: [t20, t30, t50, t100]
     timeouts: {connect_s: 2, first_token_s: 60, idle_s: 30, keep_alive_s: 75}
     engine: {model: llama-3.1-8b, gpu: h100, tp: 1}   # what the backends run: the policy's latency model
+    kubernetes: {...}              # instead of backends: engine pods found by label selector and scaled
+                                   # through their Deployments (polyserve.gateway.k8s; the k8s extra)
 
 Every problem raises ``ConfigError`` with ``FILE: FIELD: what is wrong (what is allowed)``; unknown keys are
 errors (a typo must not silently fall back to a default).
@@ -119,6 +121,7 @@ class GatewayConfig:
     engine: EngineSpec = EngineSpec()
     seed: int = 0  # the policy's injected RNG
     source: str = "<config>"
+    kubernetes: Any = None  # gateway.k8s.KubeSettings: the backends are engine pods (one slot per replica)
 
     def __post_init__(self) -> None:
         src = self.source
@@ -220,7 +223,7 @@ _TOP = {
     "model", "backends", "tiers", "default_tier", "policy", "policy_options", "autoscaler", "autoscaler_options",
     "shedding", "max_pending",
     "retry_after_s", "api_keys", "timeouts", "retries", "max_body_bytes", "tick_s", "scrape_interval_s",
-    "dead_after", "breaker_failures", "engine", "seed",
+    "dead_after", "breaker_failures", "engine", "seed", "kubernetes",
 }  # fmt: skip
 
 
@@ -256,6 +259,15 @@ def config_from_dict(doc: Any, source: str = "<config>", base_dir: Path | None =
     if not isinstance(doc, dict):
         raise ConfigError(f"{src}: the file must hold a mapping of settings (model, backends, ...)")
     _check_keys(src, "", doc, _TOP)
+    kube = None
+    if "kubernetes" in doc:
+        from polyserve.gateway.k8s import settings_from_dict, slot_backends
+
+        if "backends" in doc:
+            raise ConfigError(f"{src}: backends: not with kubernetes (the engine pods its selector finds are the "
+                              "backends); remove one of them")
+        kube = settings_from_dict(doc["kubernetes"], src)
+        doc = {**doc, "backends": slot_backends(kube)}
     for req in ("model", "backends"):
         if req not in doc:
             raise ConfigError(f"{src}: {req}: missing (a gateway config needs at least model and backends)")
@@ -275,7 +287,8 @@ def config_from_dict(doc: Any, source: str = "<config>", base_dir: Path | None =
         backends.append(BackendSpec(url, _bool(src, f"backends[{i}].priority", b.get("priority", False)),
                                     _bool(src, f"backends[{i}].deadlines", b.get("deadlines", False)),
                                     _str(src, f"backends[{i}].role", b.get("role", "mixed"))))
-    kw: dict[str, Any] = {"model": _str(src, "model", doc["model"]), "backends": tuple(backends), "source": src}
+    kw: dict[str, Any] = {"model": _str(src, "model", doc["model"]), "backends": tuple(backends), "source": src,
+                          "kubernetes": kube}
     if "tiers" in doc:
         p = Path(_str(src, "tiers", doc["tiers"]))
         if not p.is_absolute() and base_dir is not None:
