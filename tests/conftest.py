@@ -39,6 +39,7 @@ def ray_local():
     import logging
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                 _system_config={"worker_niceness": 0})  # as polyserve up's own local Ray (engine/ray_actor.py)
     yield ray
     ray.shutdown()

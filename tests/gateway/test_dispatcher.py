@@ -208,3 +208,48 @@ def test_shedding_is_the_same_contract_for_every_router(policy: str) -> None:
 
     run(main())
     asyncio.set_event_loop(None)
+
+
+def test_a_server_whose_engine_is_being_replaced_is_not_routable_until_its_replacement_answers() -> None:
+    """A killed engine restarts in the background (a Ray actor can take tens of seconds on a busy node); a
+    request placed on it meanwhile would wait for the launch and miss its TTFT. The scrape round that starts
+    the replacement makes the server unroutable; the first good scrape of the replacement brings it back."""
+    import httpx
+
+    from polyserve.gateway.backend import Backend
+    from polyserve.gateway.scrape import Scraper
+
+    class Replacing(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dead: list[int] = [0]
+            self.ready = False
+
+        def supervise(self) -> list[int]:
+            dead, self.dead = self.dead, []
+            return dead
+
+        def is_ready(self, sid: int) -> bool:
+            return sid != 0 or self.ready
+
+        def expects_up(self, sid: int) -> bool:
+            return self.is_ready(sid)
+
+    metrics = b"vllm:num_requests_running 0\nvllm:num_requests_waiting 0\n"
+    transport = httpx.MockTransport(lambda req: httpx.Response(200, content=metrics))
+
+    async def main():
+        clock, act = Clock(), Replacing()
+        d = Dispatcher(TIERS, FleetConfig(400_000, 256), MODEL, make_router("polyserve", random.Random(0)), act,
+                       2, clock=clock)
+        backends = [Backend(0, "http://e0"), Backend(1, "http://e1")]
+        async with httpx.AsyncClient(transport=transport) as client:
+            scraper = Scraper(client, backends, d, act, timeout_s=1.0, dead_after=3)
+            await scraper.scrape_all()  # supervise() starts the replacement of server 0
+            assert d.routable_count() == 1
+            assert {d.acquire(info(rid, d)).result() for rid in range(6)} == {1}
+            act.ready = True
+            await scraper.scrape_all()  # the replacement answers
+            assert d.routable_count() == 2 and d.is_healthy(0)
+
+    run(main())

@@ -11,6 +11,8 @@ free port of its node. The handle has what the gateway's actuators need: ``url``
   once and without a network call, so the actuator's supervision can run on every scrape round.
 - Placement: a local Ray (no address) binds engines to 127.0.0.1; on a cluster an engine binds 0.0.0.0 and
   advertises its node's IP, so the gateway must be able to reach the nodes.
+- Priority: Ray runs workers at niceness 15; an engine actor renices itself to 0 where it may, and a local
+  Ray started here runs its workers at 0 (a cluster's operator: ``RAY_worker_niceness=0 ray start ...``).
 - Resources: each engine actor asks for ``cpus`` (default 1: an emulated engine paces a model in real time
   and needs a core to keep time). With fewer free CPUs than engines, ``launch`` waits ``startup_timeout``
   and raises ``EngineStartError``.
@@ -40,10 +42,24 @@ NAMESPACE = "polyserve"
 ACTOR_PREFIX = "polyserve-engine-"
 
 
+def _unnice() -> None:
+    """Ray starts worker processes at niceness 15 (its ``worker_niceness``): fine for batch tasks, not for an
+    engine that paces a model in real time and answers a gateway. Back to 0 where the process may (root or
+    CAP_SYS_NICE); otherwise it stays niced, and a cluster's operator sets ``RAY_worker_niceness=0`` on
+    ``ray start`` (a local Ray that ``RayEngines`` starts is configured so)."""
+    import os
+
+    with contextlib.suppress(OSError):
+        n = os.nice(0)
+        if n > 0:
+            os.nice(-n)
+
+
 class _EngineServer:
     """The actor's body: one engine app served by uvicorn on a daemon thread."""
 
     def __init__(self, config: EngineConfig, bind: str) -> None:
+        _unnice()
         import uvicorn
 
         from polyserve.engine.app import create_engine_app
@@ -118,7 +134,9 @@ class RayEngines:
             kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                   "logging_level": logging.WARNING, "namespace": NAMESPACE}
             if address is None:
-                ray.init(num_cpus=num_cpus, **kw)
+                # workers at niceness 0, not Ray's 15: on a busy machine a niced engine actor took ~27 s to
+                # import and start (1.3 s at 0) and would pace its model late (see _unnice)
+                ray.init(num_cpus=num_cpus, _system_config={"worker_niceness": 0}, **kw)
             else:
                 from pathlib import Path
 

@@ -97,7 +97,11 @@ class Scraper:
         return False
 
     async def scrape_all(self) -> None:
-        self.actuator.supervise()  # a dead local engine is replaced before it is looked at
+        # a dead engine is replaced before it is looked at; until its replacement serves (a Ray actor can take
+        # tens of seconds on a busy node) it is unroutable, so new requests go to servers that answer now
+        # instead of waiting on the launch (the good scrape of the replacement marks it alive)
+        for sid in self.actuator.supervise():
+            self.dispatcher.mark_dead(sid)
         todo = [b for b in self.backends if self.actuator.expects_up(b.sid)]
         await asyncio.gather(*(self.scrape_one(b) for b in todo))
 
