@@ -56,3 +56,40 @@ def test_up_config_takes_every_gateway_setting_from_a_file_but_backends(tmp_path
     f.write_text("retries: many\n")
     with pytest.raises(ConfigError, match=r"gw\.yaml: retries: must be an integer"):
         up_config(UpSpec(engines=1, config_path=str(f)), "llama-3.1-8b", backends)
+
+
+def test_up_runs_a_real_engines_command_and_routes_to_it():
+    """``--engine-command`` with ``polyserve engine`` standing in for ``vllm serve``."""
+    import sys
+
+    import httpx
+
+    from polyserve.gateway.process import launch_gateway
+
+    cmd = f"{sys.executable} -m polyserve engine --time-scale 20 --scheduling-policy priority"
+    up = launch_gateway(["up", "--engine-command", cmd, "--engines", "2", "--port", "0"], startup_timeout=120)
+    try:
+        assert any(line.startswith("engines run: ") and "as its priority" in line for line in up.lines), up.lines
+        for _ in range(3):
+            r = httpx.post(up.url + "/v1/completions", json={"prompt": "a", "max_tokens": 3}, timeout=30)
+            assert r.status_code == 200, r.text
+        assert httpx.get(up.url + "/health").json()["backends_up"] == 2
+    finally:
+        assert up.stop(timeout=30) == 0
+
+
+def test_up_refuses_an_engine_that_serves_another_model_name_and_flags_it_cannot_honour():
+    import sys
+
+    from polyserve.gateway.process import GatewayStartError, launch_gateway
+    from polyserve.up import UpSpec, run_up
+
+    cmd = f"{sys.executable} -m polyserve engine --served-model-name other"
+    with pytest.raises(GatewayStartError, match=r"serves \['other'\].*--served-model-name llama-3.1-8b"):
+        launch_gateway(["up", "--engine-command", cmd, "--engines", "1", "--port", "0"], startup_timeout=120)
+    for spec, msg in [(UpSpec(engines=2, engine_command="x", prefill_engines=1), "co-located engines only"),
+                      (UpSpec(engines=1, engine_command="x", time_scale=4.0), "drop --time-scale"),
+                      (UpSpec(engines=1, engine_command="x", engine_scheduler="fcfs"), "put the engine's own flag"),
+                      (UpSpec(engines=1, engine_command="x", engine_gpus=-1), "--engine-gpus must be >= 0")]:
+        with pytest.raises(ConfigError, match=msg):
+            run_up(spec)

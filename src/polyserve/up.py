@@ -51,6 +51,9 @@ class UpSpec:
     kv_link_gbps: float = 400.0  # disaggregated: the emulated KV hand-off link
     backend: str = "local"  # local: engine subprocesses | ray: engine Ray actors
     ray_address: str | None = None  # backend ray: the cluster to join (None: start a local Ray)
+    engine_command: str | None = None  # a real engine's command line (vllm serve ...) instead of the emulated one
+    engine_gpus: int = 0  # GPUs per command engine (Ray: the actor's num_gpus; local: CUDA_VISIBLE_DEVICES)
+    engine_startup_timeout: float = 600.0  # a command engine must answer /health within this (weights load)
 
 
 ENGINE_POLICY = {"fcfs": "fcfs", "edf": "edf", "polyserve-dynamic": "deadline"}  # simulator scheduler -> engine
@@ -86,20 +89,50 @@ BACKENDS = ("local", "ray")
 
 
 def engine_launcher(spec: UpSpec):
-    """(launch(config) -> engine handle, shutdown or None, actuator class) for ``spec.backend``."""
+    """(launch(sid, config) -> engine handle, shutdown or None, actuator class) for ``spec.backend``; with
+    ``engine_command`` the engine is that command (``engine.command``), and ``config`` only names the model."""
     from polyserve.core.errors import ConfigError
 
+    if spec.backend not in BACKENDS:
+        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {spec.backend!r}")
+    cmd, gpus = spec.engine_command, spec.engine_gpus
     if spec.backend == "local":
+        if cmd is not None:
+            from polyserve.engine.command import launch_command
+
+            def launch_local(sid: int, cfg: EngineConfig):
+                env = {"CUDA_VISIBLE_DEVICES": ",".join(str(d) for d in range(sid * gpus, (sid + 1) * gpus))}
+                return launch_command(cmd, host=spec.host, startup_timeout=spec.engine_startup_timeout,
+                                      env=env if gpus else None)
+
+            return launch_local, None, LocalEngineActuator
         from polyserve.engine.process import launch_engine
 
-        return (lambda cfg: launch_engine(cfg, host=spec.host)), None, LocalEngineActuator
-    if spec.backend == "ray":
-        from polyserve.engine.ray_actor import RayEngines
-        from polyserve.gateway.ray_actuator import RayEngineActuator
+        return (lambda sid, cfg: launch_engine(cfg, host=spec.host)), None, LocalEngineActuator
+    from polyserve.engine.ray_actor import RayEngines
+    from polyserve.gateway.ray_actuator import RayEngineActuator
 
-        engines = RayEngines(spec.ray_address)
-        return engines.launch, engines.shutdown, RayEngineActuator
-    raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {spec.backend!r}")
+    engines = RayEngines(spec.ray_address)
+    if cmd is not None:
+        return ((lambda sid, cfg: engines.launch_command(cmd, gpus=gpus, startup_timeout=spec.engine_startup_timeout)),
+                engines.shutdown, RayEngineActuator)
+    return (lambda sid, cfg: engines.launch(cfg)), engines.shutdown, RayEngineActuator
+
+
+def check_served_model(url: str, name: str) -> None:
+    """A command engine must serve the model under the name the gateway routes (``--model``); else every
+    request would fail at the engine. Raises ``ConfigError`` naming both."""
+    import httpx
+
+    from polyserve.core.errors import ConfigError
+
+    try:
+        ids = [m.get("id") for m in httpx.get(url + "/v1/models", timeout=10.0).json().get("data", [])]
+    except (httpx.HTTPError, ValueError, AttributeError) as e:
+        raise ConfigError(f"the engine at {url} did not list its models (GET /v1/models): {e}") from None
+    if name not in ids:
+        raise ConfigError(f"the engine serves {ids}, but the gateway routes model {name!r} (--model); add "
+                          f"--served-model-name {name} to --engine-command")
 
 
 UP_OWNS = ("backends", "model", "engine")  # what polyserve up decides itself, whatever a --config says
@@ -132,7 +165,8 @@ def up_config(spec: UpSpec, model: str, backends: tuple[BackendSpec, ...]) -> Ga
                                   f"--time-scale flags); remove it from the file")
         doc = {**doc, **fdoc}  # the file wins over up's defaults
         base = path.parent
-    doc.update(model=model, backends=[{"url": b.url, "deadlines": b.deadlines, "role": b.role} for b in backends],
+    doc.update(model=model, backends=[{"url": b.url, "priority": b.priority, "deadlines": b.deadlines, "role": b.role}
+                                      for b in backends],
                engine=engine)
     return config_from_dict(doc, spec.config_path or "polyserve up", base)
 
@@ -162,6 +196,18 @@ def run_up(spec: UpSpec) -> None:
     ecfg = cfgs[roles[0]]
     if spec.ray_address is not None and spec.backend != "ray":
         raise ConfigError("--ray-address is for --backend ray")
+    if spec.engine_command is not None:
+        if spec.prefill_engines:
+            raise ConfigError("--engine-command runs co-located engines only: a real engine's prefill/decode "
+                              "hand-off needs its own KV connector; drop --prefill-engines")
+        if spec.engine_scheduler != "auto":
+            raise ConfigError("--engine-scheduler sets the emulated engine's scheduler; with --engine-command "
+                              "put the engine's own flag in the command (vLLM: --scheduling-policy priority)")
+        if spec.time_scale != 1.0:
+            raise ConfigError("--time-scale slows the emulated engines; a real engine (--engine-command) runs "
+                              "in real time: drop --time-scale")
+    if spec.engine_gpus < 0:
+        raise ConfigError(f"--engine-gpus must be >= 0, got {spec.engine_gpus}")
     old = signal.signal(signal.SIGTERM, _interrupt)  # until uvicorn takes over: stop what was started
     started: dict[int, object] = {}
     actuator: LocalEngineActuator | None = None
@@ -169,7 +215,7 @@ def run_up(spec: UpSpec) -> None:
     try:
         launch, shutdown, actuator_cls = engine_launcher(spec)
         with ThreadPoolExecutor(max_workers=min(spec.engines, 8)) as pool:
-            futs = {i: pool.submit(launch, cfgs[roles[i]]) for i in range(spec.engines)}
+            futs = {i: pool.submit(launch, i, cfgs[roles[i]]) for i in range(spec.engines)}
             errors = []
             for i, f in futs.items():
                 try:
@@ -181,19 +227,31 @@ def run_up(spec: UpSpec) -> None:
         for i, e in started.items():
             where = f"pid {e.proc.pid}" if hasattr(e, "proc") else f"ray actor {e.name}"  # type: ignore[attr-defined]
             sys.stdout.write(f"engine {i}: {e.url} ({where})\n")  # type: ignore[attr-defined]
-        for role, c in cfgs.items():
-            sys.stdout.write(f"{role} engines schedule with --scheduling-policy {c.scheduling_policy}"
-                             + (f", token budget {c.max_num_batched_tokens}" if c.max_num_batched_tokens else "")
-                             + ("; the gateway forwards each request's deadlines"
-                                if c.scheduling_policy in DEADLINE_POLICIES else "") + "\n")
-        backend_specs = tuple(BackendSpec(started[i].url,  # type: ignore[attr-defined]
-                                          deadlines=cfgs[roles[i]].scheduling_policy in DEADLINE_POLICIES,
-                                          role=roles[i])
-                              for i in range(spec.engines))
+        if spec.engine_command is not None:
+            from polyserve.engine.command import forwards_priority
+
+            check_served_model(started[0].url, ecfg.name)  # type: ignore[attr-defined]
+            priority = forwards_priority(spec.engine_command)
+            sys.stdout.write(f"engines run: {spec.engine_command}; the gateway forwards "
+                             + ("each request's tier as its priority\n" if priority else
+                                "no priority (add --scheduling-policy priority to a vLLM command for it)\n"))
+            backend_specs = tuple(BackendSpec(started[i].url, priority=priority)  # type: ignore[attr-defined]
+                                  for i in range(spec.engines))
+        else:
+            for role, c in cfgs.items():
+                sys.stdout.write(f"{role} engines schedule with --scheduling-policy {c.scheduling_policy}"
+                                 + (f", token budget {c.max_num_batched_tokens}" if c.max_num_batched_tokens
+                                    else "")
+                                 + ("; the gateway forwards each request's deadlines"
+                                    if c.scheduling_policy in DEADLINE_POLICIES else "") + "\n")
+            backend_specs = tuple(BackendSpec(started[i].url,  # type: ignore[attr-defined]
+                                              deadlines=cfgs[roles[i]].scheduling_policy in DEADLINE_POLICIES,
+                                              role=roles[i])
+                                  for i in range(spec.engines))
         config = up_config(spec, ecfg.name, backend_specs)
         backends = [Backend(i, b.url, b.priority, deadlines=b.deadlines) for i, b in enumerate(config.backends)]
         own = {"shutdown": shutdown} if shutdown is not None else {}  # Ray is released after its last actor
-        actuator = actuator_cls(backends, lambda sid: launch(cfgs[roles[sid]]), started, stop_idle=spec.stop_idle,
+        actuator = actuator_cls(backends, lambda sid: launch(sid, cfgs[roles[sid]]), started, stop_idle=spec.stop_idle,
                                 **own)
         shutdown = None
         app = Gateway(config, actuator=actuator, backends=backends)

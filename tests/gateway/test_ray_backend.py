@@ -69,3 +69,45 @@ def test_an_engine_actor_leaves_rays_worker_niceness_where_it_may():
     code = "import os; from polyserve.engine.ray_actor import _unnice; _unnice(); print(os.nice(0))"
     out = subprocess.run(["nice", "-n", "15", sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0"
+
+
+def test_up_on_ray_runs_a_real_engines_command_in_each_actor_and_replaces_a_killed_one(ray_local):
+    """``--engine-command`` on Ray (``polyserve engine`` standing in for ``vllm serve``): the command runs as the
+    actor's child; ``ray.kill`` of the actor takes the engine down with it (the guard) and a new actor replaces
+    it."""
+    import sys
+
+    ray = ray_local
+    address = ray.get_runtime_context().gcs_address
+    cmd = f"{sys.executable} -m polyserve engine --time-scale 20"
+    up = launch_gateway(["up", "--backend", "ray", "--ray-address", address, "--port", "0", "--engines", "2",
+                         "--engine-command", cmd], startup_timeout=180)
+    try:
+        urls = {line.split("(ray actor ")[1].rstrip(")"): line.split(": ", 1)[1].split(" (")[0]
+                for line in up.lines if line.startswith("engine ")}
+        r = httpx.post(up.url + "/v1/completions", json={"prompt": "a", "max_tokens": 3}, timeout=30)
+        assert r.status_code == 200 and r.json()["choices"][0]["text"] == "the quick brown"
+        before = _engine_actors(ray)
+        victim = sorted(before)[0]
+        ray.kill(ray.get_actor(victim, namespace="polyserve"))
+        deadline = time.monotonic() + 120
+        while victim in _engine_actors(ray) or len(_engine_actors(ray)) < 2:
+            assert time.monotonic() < deadline, f"not replaced: {_engine_actors(ray)}"
+            time.sleep(0.2)
+        gone = urls[victim]
+        while True:  # the killed actor's engine process ended with it
+            try:
+                httpx.get(gone + "/health", timeout=1)
+            except httpx.HTTPError:
+                break
+            assert time.monotonic() < deadline, f"the engine at {gone} outlived its actor"
+            time.sleep(0.2)
+        while httpx.get(up.url + "/health").json()["backends_up"] != 2:
+            assert time.monotonic() < deadline, "the replacement never came up"
+            time.sleep(0.2)
+        for _ in range(4):
+            r = httpx.post(up.url + "/v1/completions", json={"prompt": "a", "max_tokens": 3}, timeout=30)
+            assert r.status_code == 200, r.text
+        assert up.stop(timeout=30) == 0
+    finally:
+        up.stop()

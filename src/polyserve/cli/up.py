@@ -69,9 +69,23 @@ def up(
     ray_address: Annotated[
         str | None, typer.Option("--ray-address", help="--backend ray: join this Ray cluster (auto, HOST:PORT, ray://HOST:10001); default: start a local Ray")
     ] = None,
+    engine_command: Annotated[
+        str | None,
+        typer.Option("--engine-command", help="Run this OpenAI-compatible engine instead of the emulated one, "
+                     "e.g. 'vllm serve meta-llama/Llama-3.1-8B-Instruct --served-model-name llama-3.1-8b "
+                     "--scheduling-policy priority' (polyserve appends --host and --port); co-located only"),
+    ] = None,
+    engine_gpus: Annotated[
+        int, typer.Option("--engine-gpus", help="--engine-command: GPUs per engine (Ray: the actor's num_gpus; "
+                          "local: engine i gets CUDA_VISIBLE_DEVICES i*N..i*N+N-1)")
+    ] = 0,
+    engine_startup_timeout: Annotated[
+        float, typer.Option("--engine-startup-timeout", help="--engine-command: seconds for an engine to answer "
+                            "/health (weights load first)")
+    ] = 600.0,
 ) -> None:
-    """Start N emulated engines (local processes, or Ray actors with --backend ray) and the gateway in front of
-    them; Ctrl-C or SIGTERM stops them all."""
+    """Start N engines (emulated, or a real one with --engine-command; local processes, or Ray actors with
+    --backend ray) and the gateway in front of them; Ctrl-C or SIGTERM stops them all."""
     from polyserve.core.errors import PolyServeError
     from polyserve.up import UpSpec, run_up
 
@@ -97,6 +111,9 @@ def up(
                 kv_link_gbps=kv_link_gbps,
                 backend=backend,
                 ray_address=ray_address,
+                engine_command=engine_command,
+                engine_gpus=engine_gpus,
+                engine_startup_timeout=engine_startup_timeout,
             )
         )
     except PolyServeError as e:

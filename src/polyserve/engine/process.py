@@ -107,7 +107,7 @@ def launch_engine(
     try:
         url = _read_url(proc, deadline, stderr_path)
         threading.Thread(target=_drain, args=(proc,), daemon=True).start()
-        _wait_healthy(proc, url, deadline, stderr_path)
+        wait_healthy(proc, url, deadline, stderr_path)
     except BaseException:
         proc.kill()
         proc.wait()
@@ -132,7 +132,7 @@ def _drain(proc: subprocess.Popen[bytes]) -> None:
             pass
 
 
-def _wait_healthy(proc: subprocess.Popen[bytes], url: str, deadline: float, log: str) -> None:
+def wait_healthy(proc: subprocess.Popen[bytes], url: str, deadline: float, log: str) -> None:
     with httpx.Client(timeout=2.0) as client:
         while time.monotonic() < deadline:
             if proc.poll() is not None:

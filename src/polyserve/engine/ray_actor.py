@@ -97,6 +97,33 @@ class _EngineServer:
         self._thread.join(10)
 
 
+class _CommandServer:
+    """The actor's body for a real engine (``--engine-command``, e.g. ``vllm serve``): the command runs as a
+    child process of the actor, on the actor's node and GPUs (Ray sets ``CUDA_VISIBLE_DEVICES`` for an actor
+    that asks for ``num_gpus``; the child inherits it)."""
+
+    def __init__(self, command: str, bind: str, startup_timeout: float) -> None:
+        _unnice()
+        from polyserve.engine.command import launch_command
+
+        advertise = None
+        if bind == "0.0.0.0":
+            import ray
+
+            advertise = ray.util.get_node_ip_address()
+        self._engine = launch_command(command, host=bind, advertise=advertise, startup_timeout=startup_timeout)
+
+    def url(self) -> str:
+        return self._engine.url
+
+    def serve(self) -> int:
+        """Returns (the exit code) when the engine process has exited: the actor's liveness signal."""
+        return self._engine.proc.wait()
+
+    def stop(self) -> None:
+        self._engine.stop()
+
+
 @dataclass
 class RayEngine:
     """A running engine actor (``EngineHandle``)."""
@@ -149,19 +176,31 @@ class RayEngines:
         self.startup_timeout = startup_timeout
         self._ids = itertools.count()
         self._cls = ray.remote(_EngineServer)
+        self._cmd_cls = ray.remote(_CommandServer)
 
     def launch(self, config: EngineConfig) -> RayEngine:
-        """Start one engine actor and wait until it serves (blocking: the actuator calls it in a thread)."""
+        """Start one emulated engine actor and wait until it serves (blocking: the actuator calls it in a
+        thread)."""
+        return self._start(self._cls, (config,), {}, self.startup_timeout)
+
+    def launch_command(self, command: str, *, gpus: float = 0.0, startup_timeout: float = 600.0) -> RayEngine:
+        """Start one actor running a real engine's ``command`` (``engine.command``) with ``gpus`` GPUs, and wait
+        until it serves ``/health`` (up to ``startup_timeout``: weights load first)."""
+        return self._start(self._cmd_cls, (command,), {"num_gpus": gpus} if gpus else {}, startup_timeout,
+                           after=(startup_timeout,))
+
+    def _start(self, cls: Any, args: tuple, extra: dict[str, Any], timeout: float, after: tuple = ()) -> RayEngine:
         name = f"{ACTOR_PREFIX}{next(self._ids)}"
         opts: dict[str, Any] = {"name": name, "namespace": NAMESPACE, "num_cpus": self.cpus,
-                                "max_concurrency": 4, "max_restarts": 0}
-        actor = self._cls.options(**opts).remote(config, "127.0.0.1" if self.local else "0.0.0.0")
+                                "max_concurrency": 4, "max_restarts": 0, **extra}
+        actor = cls.options(**opts).remote(*args, "127.0.0.1" if self.local else "0.0.0.0", *after)
         try:
-            url = self.ray.get(actor.url.remote(), timeout=self.startup_timeout)
+            url = self.ray.get(actor.url.remote(), timeout=timeout)
         except Exception as e:
             self.ray.kill(actor, no_restart=True)
-            raise EngineStartError(f"engine actor {name} did not start within {self.startup_timeout:g} s "
-                                   f"(too few free CPUs for another engine of {self.cpus:g}?): {e}") from None
+            need = f"{self.cpus:g} CPU" + (f" and {extra['num_gpus']:g} GPU" if extra.get("num_gpus") else "")
+            raise EngineStartError(f"engine actor {name} did not start within {timeout:g} s "
+                                   f"(too few free resources for another engine of {need}?): {e}") from None
         return RayEngine(url, name, actor, actor.serve.remote(), self.ray)
 
     def shutdown(self) -> None:

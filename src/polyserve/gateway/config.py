@@ -227,7 +227,9 @@ _TOP = {
 }  # fmt: skip
 
 
-def _check_keys(src: str, where: str, doc: dict[str, Any], allowed: set[str]) -> None:
+def check_keys(src: str, where: str, doc: dict[str, Any], allowed: set[str]) -> None:
+    """``ConfigError`` "SRC: WHEREKEY: unknown key; allowed: ..." for the first key of ``doc`` not in ``allowed``
+    (a typo in a config must not be ignored silently)."""
     unknown = sorted(set(doc) - allowed)
     if unknown:
         raise ConfigError(f"{src}: {where}{unknown[0]}: unknown key; allowed: {', '.join(sorted(allowed))}")
@@ -258,7 +260,7 @@ def config_from_dict(doc: Any, source: str = "<config>", base_dir: Path | None =
     src = source
     if not isinstance(doc, dict):
         raise ConfigError(f"{src}: the file must hold a mapping of settings (model, backends, ...)")
-    _check_keys(src, "", doc, _TOP)
+    check_keys(src, "", doc, _TOP)
     kube = None
     if "kubernetes" in doc:
         from polyserve.gateway.k8s import settings_from_dict, slot_backends
@@ -280,7 +282,7 @@ def config_from_dict(doc: Any, source: str = "<config>", base_dir: Path | None =
             b = {"url": b}
         if not isinstance(b, dict):
             raise ConfigError(f"{src}: backends[{i}]: must be a URL or a mapping {{url, priority, deadlines}}")
-        _check_keys(src, f"backends[{i}].", b, {"url", "priority", "deadlines", "role"})
+        check_keys(src, f"backends[{i}].", b, {"url", "priority", "deadlines", "role"})
         if "url" not in b:
             raise ConfigError(f"{src}: backends[{i}].url: missing")
         url = _str(src, f"backends[{i}].url", b["url"]).rstrip("/")
@@ -324,7 +326,7 @@ def config_from_dict(doc: Any, source: str = "<config>", base_dir: Path | None =
         for i, k in enumerate(raw):
             if not isinstance(k, dict):
                 raise ConfigError(f"{src}: api_keys[{i}]: must be a mapping {{key, tiers}}")
-            _check_keys(src, f"api_keys[{i}].", k, {"key", "tiers"})
+            check_keys(src, f"api_keys[{i}].", k, {"key", "tiers"})
             if "key" not in k or "tiers" not in k:
                 raise ConfigError(f"{src}: api_keys[{i}]: needs both key and tiers")
             tl = k["tiers"]
@@ -337,14 +339,14 @@ def config_from_dict(doc: Any, source: str = "<config>", base_dir: Path | None =
         if not isinstance(t, dict):
             raise ConfigError(f"{src}: timeouts: must be a mapping of {', '.join(sorted(TIMEOUT_KEYS))}")
         allowed = TIMEOUT_KEYS
-        _check_keys(src, "timeouts.", t, allowed)
+        check_keys(src, "timeouts.", t, allowed)
         kw["timeouts"] = Timeouts(**{k: float(_num(src, f"timeouts.{k}", v)) for k, v in t.items()})
     if "engine" in doc:
         e = doc["engine"]
         if not isinstance(e, dict):
             raise ConfigError(f"{src}: engine: must be a mapping (model, gpu, tp, ...)")
         allowed = {f for f in EngineSpec.__dataclass_fields__}
-        _check_keys(src, "engine.", e, allowed)
+        check_keys(src, "engine.", e, allowed)
         ekw: dict[str, Any] = {}
         for k, v in e.items():
             if k in ("model", "gpu", "latency_model"):

@@ -46,6 +46,7 @@ from typing import Any
 
 from polyserve.core.errors import ConfigError
 from polyserve.gateway.backend import Backend, UpstreamFailure
+from polyserve.gateway.config import check_keys
 
 log = logging.getLogger("polyserve.gateway.k8s")
 
@@ -87,9 +88,7 @@ def settings_from_dict(doc: Any, src: str) -> KubeSettings:
     where = f"{src}: kubernetes"
     if not isinstance(doc, dict):
         raise ConfigError(f"{where}: must be a mapping (namespace, selector, port, pools, ...)")
-    unknown = sorted(set(doc) - _SETTINGS_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key; allowed: {', '.join(sorted(_SETTINGS_KEYS))}")
+    check_keys(src, "kubernetes.", doc, _SETTINGS_KEYS)
     raw = doc.get("pools")
     if not isinstance(raw, list) or not raw:
         raise ConfigError(f"{where}.pools: give at least one pool {{deployment, tier, max_replicas, role}}")
@@ -98,9 +97,7 @@ def settings_from_dict(doc: Any, src: str) -> KubeSettings:
         w = f"{where}.pools[{i}]"
         if not isinstance(p, dict):
             raise ConfigError(f"{w}: must be a mapping {{deployment, tier, max_replicas, role}}")
-        bad = sorted(set(p) - _POOL_KEYS)
-        if bad:
-            raise ConfigError(f"{w}.{bad[0]}: unknown key; allowed: {', '.join(sorted(_POOL_KEYS))}")
+        check_keys(src, f"kubernetes.pools[{i}].", p, _POOL_KEYS)
         for k in ("deployment", "tier"):
             if not isinstance(p.get(k), str) or not p[k]:
                 raise ConfigError(f"{w}.{k}: must be a non-empty string")

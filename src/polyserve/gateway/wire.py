@@ -284,17 +284,22 @@ class WireResponse:
                 return
             if c.error is not None:
                 raise UpstreamFailure("broken", f"stream from {self.url} broke: {c.error}", retryable=True)
-            c.waiter = loop.create_future()
-            if self.idle_s is not None:
-                self._wait_start = loop.time()
-                if self._timer is None:
-                    self._timer = loop.call_at(self._wait_start + self.idle_s, self._check_idle)
-            try:
-                await c.waiter
-            except _Idle:
-                raise idle_failure(self.url) from None
-            finally:
-                c.waiter = None
+            await self._next_read(c, loop)
+
+    async def _next_read(self, c: _Conn, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait until the connection's next read, end or error wakes ``c.waiter``; ``UpstreamFailure`` when the
+        stream stays silent for ``idle_s`` (the one self-re-arming idle timer raises ``_Idle`` into the wait)."""
+        c.waiter = loop.create_future()
+        if self.idle_s is not None:
+            self._wait_start = loop.time()
+            if self._timer is None:
+                self._timer = loop.call_at(self._wait_start + self.idle_s, self._check_idle)
+        try:
+            await c.waiter
+        except _Idle:
+            raise idle_failure(self.url) from None
+        finally:
+            c.waiter = None
 
     async def push(self, sink: Callable[[bytes], bool]) -> bool:
         """Hand the body to ``sink`` from the socket's callback as it arrives (no task switch per read), until
@@ -322,17 +327,7 @@ class WireResponse:
                     return False
                 if c.error is not None:
                     raise UpstreamFailure("broken", f"stream from {self.url} broke: {c.error}", retryable=True)
-                c.waiter = loop.create_future()
-                if self.idle_s is not None:
-                    self._wait_start = loop.time()
-                    if self._timer is None:
-                        self._timer = loop.call_at(self._wait_start + self.idle_s, self._check_idle)
-                try:
-                    await c.waiter
-                except _Idle:
-                    raise idle_failure(self.url) from None
-                finally:
-                    c.waiter = None
+                await self._next_read(c, loop)
         finally:
             c.sink = None
 
