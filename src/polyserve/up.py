@@ -225,8 +225,7 @@ def run_up(spec: UpSpec) -> None:
             if errors:
                 raise errors[0]
         for i, e in started.items():
-            where = f"pid {e.proc.pid}" if hasattr(e, "proc") else f"ray actor {e.name}"  # type: ignore[attr-defined]
-            sys.stdout.write(f"engine {i}: {e.url} ({where})\n")  # type: ignore[attr-defined]
+            sys.stdout.write(f"engine {i}: {e.url} ({e.where})\n")  # type: ignore[attr-defined]
         if spec.engine_command is not None:
             from polyserve.engine.command import forwards_priority
 

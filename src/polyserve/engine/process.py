@@ -64,6 +64,10 @@ class EngineProcess:
                 self.proc.wait()
         return self.proc.returncode
 
+    @property
+    def where(self) -> str:
+        return f"pid {self.proc.pid}"
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 

@@ -55,6 +55,16 @@ def _unnice() -> None:
             os.nice(-n)
 
 
+def _advertised(bind: str) -> str:
+    """The address the gateway reaches an actor's engine at: its node's IP when it binds every interface (a
+    cluster), else the bind address itself."""
+    if bind != "0.0.0.0":
+        return bind
+    import ray
+
+    return ray.util.get_node_ip_address()
+
+
 class _EngineServer:
     """The actor's body: one engine app served by uvicorn on a daemon thread."""
 
@@ -67,13 +77,7 @@ class _EngineServer:
 
         app = create_engine_app(config)
         sock = bind_socket(bind, 0)
-        if bind == "0.0.0.0":  # on a cluster: reachable at the node's address
-            import ray
-
-            host = ray.util.get_node_ip_address()
-        else:
-            host = bind
-        self._url = f"http://{host}:{sock.getsockname()[1]}"
+        self._url = f"http://{_advertised(bind)}:{sock.getsockname()[1]}"
         self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                                                      timeout_graceful_shutdown=5))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -106,12 +110,8 @@ class _CommandServer:
         _unnice()
         from polyserve.engine.command import launch_command
 
-        advertise = None
-        if bind == "0.0.0.0":
-            import ray
-
-            advertise = ray.util.get_node_ip_address()
-        self._engine = launch_command(command, host=bind, advertise=advertise, startup_timeout=startup_timeout)
+        self._engine = launch_command(command, host=bind, advertise=_advertised(bind),
+                                      startup_timeout=startup_timeout)
 
     def url(self) -> str:
         return self._engine.url
@@ -133,6 +133,10 @@ class RayEngine:
     actor: Any
     serving: Any  # the ObjectRef of actor.serve(): ready once the server stopped or the actor died
     ray: Any = field(repr=False)
+
+    @property
+    def where(self) -> str:
+        return f"ray actor {self.name}"
 
     def alive(self) -> bool:
         ready, _ = self.ray.wait([self.serving], timeout=0)
