@@ -35,3 +35,12 @@ def test_the_ray_and_kubernetes_extras_load_only_when_a_command_uses_them():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'kubernetes')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_benchmark_client_imports_no_other_face():
+    """``polyserve bench`` measures any OpenAI server: it shares the client side with the gateway through
+    ``serving`` (``upstream``, ``wire``), never by importing the gateway, the engine or the simulator."""
+    mods = loaded_after("import polyserve.bench.runner, polyserve.bench.cli, polyserve.bench.api")
+    assert not {m for m in mods if m.startswith(("polyserve.gateway", "polyserve.engine", "polyserve.sim",
+                                                 "polyserve.experiments"))}
+    assert "polyserve.serving.wire" in mods

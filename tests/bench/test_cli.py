@@ -16,6 +16,7 @@ from polyserve.bench.cli import spread_goodput
 from polyserve.bench.config import parse_goodput
 from polyserve.cli import app as cli_app
 from polyserve.engine import EngineConfig, StreamingASGITransport, create_engine_app, launch_engine
+from polyserve.serving.upstream import HttpxUpstream
 
 from .helpers import two_tiers
 
@@ -52,6 +53,7 @@ def in_process_engine(monkeypatch: pytest.MonkeyPatch):
         "polyserve.bench.runner.default_client",
         lambda cfg: httpx.AsyncClient(transport=StreamingASGITransport(app)),
     )
+    monkeypatch.setattr("polyserve.bench.runner.default_upstream", lambda cfg, http: HttpxUpstream(http))
     return app
 
 

@@ -24,6 +24,7 @@ from polyserve.bench.result import default_filename
 from polyserve.cli import app as cli_app
 from polyserve.core.errors import InputError
 from polyserve.engine import EngineConfig, StreamingASGITransport, create_engine_app
+from polyserve.serving.upstream import HttpxUpstream
 
 from .helpers import run
 
@@ -36,6 +37,7 @@ def engine(monkeypatch: pytest.MonkeyPatch):
     app = create_engine_app(EngineConfig(time_scale=50, served_model_name="m"))
     monkeypatch.setattr("polyserve.bench.runner.default_client",
                         lambda cfg: httpx.AsyncClient(transport=StreamingASGITransport(app)))
+    monkeypatch.setattr("polyserve.bench.runner.default_upstream", lambda cfg, http: HttpxUpstream(http))
     return app
 
 

@@ -5,6 +5,11 @@ of each chunk carrying text (``choices[0].text`` for completions, ``choices[0].d
 role-only first chat chunk and the usage chunk carry none), and the end of the stream. ``usage`` (asked for
 with ``stream_options.include_usage``) gives the output token count when the server reports it.
 
+The request goes out through an ``Upstream`` (``serving.upstream``), the gateway's own client side:
+``WireClient`` over sockets by default (httpx's connection pool scans every connection on each request and
+each close, and anyio re-arms the socket's reader on every read: with thousands of streams open at once the
+client, not the server, became the bottleneck), or ``HttpxUpstream`` over an injected ``httpx.AsyncClient``.
+
 Failure kinds (every request ends completed or with exactly one of these):
 - ``http_<status>``: the server answered with an error status;
 - ``timeout``: the whole request took longer than ``--timeout``;
@@ -19,13 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-
-import httpx
 
 from polyserve.bench.clock import Clock
 from polyserve.bench.config import BenchConfig
 from polyserve.bench.dataset import BenchRequest
+from polyserve.serving.upstream import Upstream, UpstreamFailure, UpstreamStream
 
 
 @dataclass
@@ -85,6 +90,7 @@ def _text(chunk: dict[str, object]) -> str | None:
 
 
 def _error_message(body: bytes) -> str:
+    """The ``error.message`` of an OpenAI-shaped error body, else the body as text."""
     try:
         doc = json.loads(body)
         msg = doc.get("error", {}).get("message") if isinstance(doc, dict) else None
@@ -96,59 +102,120 @@ def _error_message(body: bytes) -> str:
 
 
 async def send_request(
-    client: httpx.AsyncClient, cfg: BenchConfig, model: str, req: BenchRequest, clock: Clock
+    upstream: Upstream, cfg: BenchConfig, model: str, req: BenchRequest, clock: Clock
 ) -> Outcome:
     """Send ``req`` and read its stream to the end; never raises for a failed request (see ``error``)."""
     o = Outcome(send=clock.now())
-    started = False
+    body = json.dumps(payload(cfg, model, req)).encode()
+    resp: UpstreamStream | None = None
+    body_chunks: AsyncGenerator[bytes, None] | None = None
+    complete = False
     try:
         async with asyncio.timeout(cfg.timeout_s):
-            async with client.stream(
-                "POST", cfg.url, json=payload(cfg, model, req), headers=slo_headers(req)
-            ) as r:
-                started = True
-                if r.status_code != 200:
-                    return o.fail(f"http_{r.status_code}", _error_message(await r.aread()))
-                done = False
-                async for line in r.aiter_lines():
-                    t = clock.now()
-                    if not line.startswith("data:"):
-                        continue  # blank separators, comments, event names
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        done = True
+            resp = await upstream.post(cfg.url, body, slo_headers(req))
+            if resp.status != 200:
+                return o.fail(f"http_{resp.status}", _error_message(await resp.read_all()))
+            lines = _Lines()
+            done = False
+            body_chunks = resp.chunks()
+            async for data in body_chunks:
+                t = clock.now()  # every line that came in this read arrived now
+                for line in lines.feed(data):
+                    done = _take(o, line, t)
+                    if done or o.error is not None:
                         break
-                    try:
-                        chunk = json.loads(data)
-                    except ValueError:
-                        return o.fail("invalid_response", f"not JSON: {data[:200]}")
-                    if not isinstance(chunk, dict):
-                        return o.fail("invalid_response", f"not a JSON object: {data[:200]}")
-                    if "error" in chunk:
-                        err = chunk["error"]
-                        msg = err.get("message") if isinstance(err, dict) else err
-                        return o.fail("stream_error", str(msg))
-                    usage = chunk.get("usage")
-                    if isinstance(usage, dict):
-                        if isinstance(usage.get("completion_tokens"), int):
-                            o.usage_output_tokens = usage["completion_tokens"]
-                        if isinstance(usage.get("prompt_tokens"), int):
-                            o.usage_prompt_tokens = usage["prompt_tokens"]
-                    piece = _text(chunk)
-                    if piece:
-                        o.chunk_times.append(t)
-                        o.text.append(piece)
-                o.end = clock.now()
-                if not done:
-                    return o.fail("stream_broken", "the stream ended without data: [DONE]")
-                if not o.chunk_times:
-                    return o.fail("empty_response", "the stream carried no text")
+                if done or o.error is not None:
+                    break
+            else:
+                for line in lines.rest():  # a last line without its line break
+                    done = _take(o, line, clock.now())
+            if o.error is not None:
                 return o
+            o.end = clock.now()
+            if not done:
+                return o.fail("stream_broken", "the stream ended without data: [DONE]")
+            if not o.chunk_times:
+                return o.fail("empty_response", "the stream carried no text")
+            complete = True
+            return o
     except TimeoutError:
         return o.fail("timeout", f"no complete response within {cfg.timeout_s:g} s")
-    except httpx.TimeoutException as e:
-        return o.fail("timeout", repr(e))
-    except (httpx.RemoteProtocolError, httpx.ReadError) as e:
-        return o.fail("stream_broken" if started else "connection", str(e) or repr(e))
-    except httpx.TransportError as e:
-        return o.fail("connection", str(e) or repr(e))
+    except UpstreamFailure as e:
+        if e.kind == "timeout":
+            return o.fail("timeout", e.message)
+        return o.fail("stream_broken" if resp is not None else "connection", e.message)
+    finally:
+        if body_chunks is not None:
+            if complete:  # outside the request's --timeout: the result is in already
+                await _drain(body_chunks)
+            else:
+                await body_chunks.aclose()
+        if resp is not None:
+            await resp.aclose()
+
+
+class _Lines:
+    """SSE lines out of the body as it arrives (a line may straddle two reads; ``\\n`` or ``\\r\\n`` ends one)."""
+
+    __slots__ = ("tail",)
+
+    def __init__(self) -> None:
+        self.tail = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        parts = (self.tail + data).split(b"\n") if self.tail else data.split(b"\n")
+        self.tail = parts.pop()
+        return parts
+
+    def rest(self) -> list[bytes]:
+        tail, self.tail = self.tail, b""
+        return [tail] if tail else []
+
+
+def _take(o: Outcome, line: bytes, t: float) -> bool:
+    """Account one line at time ``t``; True at ``data: [DONE]``. A malformed or error event sets ``o.error``."""
+    if not line.startswith(b"data:"):
+        return False  # blank separators, comments, event names
+    data = line[5:].strip()
+    if data == b"[DONE]":
+        return True
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        o.fail("invalid_response", f"not JSON: {data[:200].decode(errors='replace')}")
+        return False
+    if not isinstance(chunk, dict):
+        o.fail("invalid_response", f"not a JSON object: {data[:200].decode(errors='replace')}")
+        return False
+    if "error" in chunk:
+        err = chunk["error"]
+        msg = err.get("message") if isinstance(err, dict) else err
+        o.fail("stream_error", str(msg))
+        return False
+    usage = chunk.get("usage")
+    if isinstance(usage, dict):
+        if isinstance(usage.get("completion_tokens"), int):
+            o.usage_output_tokens = usage["completion_tokens"]
+        if isinstance(usage.get("prompt_tokens"), int):
+            o.usage_prompt_tokens = usage["prompt_tokens"]
+    piece = _text(chunk)
+    if piece:
+        o.chunk_times.append(t)
+        o.text.append(piece)
+    return False
+
+
+DRAIN_S = 1.0  # after [DONE], how long the end of the body may take before the connection is given up
+
+
+async def _drain(body_chunks: AsyncGenerator[bytes, None]) -> None:
+    """Read past ``[DONE]`` to the body's end, so the connection can carry the next request (a server that
+    sends [DONE] and then holds the body open costs its connection, never the request's result)."""
+    try:
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in body_chunks:
+                pass
+    except (TimeoutError, UpstreamFailure):
+        pass
+    finally:
+        await body_chunks.aclose()

@@ -18,10 +18,10 @@ Reading guide:
                  (local emulated engines, started and stopped as the policy scales); ``ray_actuator``:
                  the same on Ray actors; ``k8s``: engine pods by label selector, scaled through their
                  Deployments' scale subresource (the ``kubernetes`` config section);
-- ``backend``    ``Backend`` records, the ``Upstream`` interface (open a stream, classify failures) and its
-                 httpx implementation (any transport: in-process tests);
-- ``wire``       ``WireClient``: the lean HTTP/1.1 upstream client used over TCP (the hot path: a Protocol per
-                 connection; ``push`` relays a stream from the socket's callback);
+- ``backend``    ``Backend`` records and ``open_stream`` (a non-200 answer classified); the ``Upstream``
+                 interface, its httpx implementation (any transport: in-process tests) and ``WireClient``
+                 (the lean HTTP/1.1 client used over TCP; ``push`` relays a stream from the socket's
+                 callback) live in ``polyserve.serving`` (``upstream``, ``wire``), shared with the bench;
 - ``httpconn``   ``GuardedH11Protocol``: uvicorn's HTTP/1.1 connections with limits (idle, head and body
                  timeouts, JSON 400s) and the fast chunk writer the relay uses;
 - ``batch``      ``BatchMerger``: a list of prompts served as one request each, merged into vLLM's answer;

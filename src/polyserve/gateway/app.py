@@ -69,7 +69,6 @@ from polyserve.gateway.latency import build_gateway_model
 from polyserve.gateway.metrics import CONTENT_TYPE, NO_TIER, GatewayMetrics
 from polyserve.gateway.scrape import Scraper
 from polyserve.gateway.slo import TTFT_HEADER, authorize, resolve_slo
-from polyserve.gateway.wire import WireClient
 from polyserve.latency.base import kv_transfer_time
 from polyserve.serving.openai import (
     KV_FIELD,
@@ -80,6 +79,7 @@ from polyserve.serving.openai import (
     parse_completion,
     parse_json,
 )
+from polyserve.serving.wire import WireClient
 
 log = logging.getLogger("polyserve.gateway")
 

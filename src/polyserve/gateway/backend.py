@@ -10,19 +10,28 @@ request) and returns the response once its headers say 200. Failures are ``Upstr
   ``UpstreamStream`` enforces it on its reads, the caller's own time between chunks not counted);
 - ``broken``: the connection dropped or the body ended without ``[DONE]``.
 
-Two ``Upstream`` implementations: ``WireClient`` (``wire``: lean HTTP/1.1 over asyncio sockets, the default
-over TCP) and ``HttpxUpstream`` (an ``httpx.AsyncClient`` with any transport: tests route ``http://e0`` to an
-in-process engine app). Both keep connections alive (no TCP handshake per request).
+Two ``Upstream`` implementations (``serving.upstream``, shared with the benchmark client): ``WireClient``
+(``serving.wire``: lean HTTP/1.1 over asyncio sockets, the default over TCP) and ``HttpxUpstream`` (an
+``httpx.AsyncClient`` with any transport: tests route ``http://e0`` to an in-process engine app).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import httpx
+
+from polyserve.serving.upstream import (  # re-exported: the gateway's modules and tests import them from here
+    HttpxUpstream,
+    Upstream,
+    UpstreamFailure,
+    UpstreamStream,
+    classify_read_error,
+    idle_failure,
+)
+
+__all__ = ["Backend", "HttpxUpstream", "Upstream", "UpstreamFailure", "UpstreamStream", "classify_read_error",
+           "idle_failure", "make_client", "open_stream"]
 
 
 @dataclass(eq=False)
@@ -46,18 +55,6 @@ class Backend:
             self.name = f"s{self.sid}"
 
 
-class UpstreamFailure(Exception):
-    def __init__(
-        self, kind: str, message: str, *, retryable: bool, status: int = 502, body: bytes | None = None
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.retryable = retryable
-        self.status = status  # what the client gets if this ends the request
-        self.body = body  # the backend's own error body, passed through for its 4xx
-
-
 def make_client(
     connect_s: float, idle_s: float, transport: httpx.AsyncBaseTransport | None = None
 ) -> httpx.AsyncClient:
@@ -68,88 +65,6 @@ def make_client(
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=4096, keepalive_expiry=60),
         headers={"user-agent": "polyserve-gateway"},
     )
-
-
-_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
-
-
-class UpstreamStream(Protocol):
-    """An open upstream response: ``status`` known, body read with ``chunks()`` (raises ``UpstreamFailure``).
-    ``idle_s`` (None: no limit), settable while reading: ``chunks()`` raises ``UpstreamFailure("timeout")``
-    once it has waited that long for the next bytes (the time the caller spends between chunks, e.g. writing
-    to a slow client, does not count)."""
-
-    status: int
-    idle_s: float | None
-
-    def chunks(self) -> AsyncIterator[bytes]: ...
-
-    async def read_all(self) -> bytes: ...
-
-    async def aclose(self) -> None: ...
-
-
-class Upstream(Protocol):
-    async def post(self, url: str, body: bytes) -> UpstreamStream: ...
-
-    async def aclose(self) -> None: ...
-
-
-def idle_failure(url: str) -> UpstreamFailure:
-    return UpstreamFailure("timeout", f"{url} stopped sending (idle timeout)", retryable=True, status=504)
-
-
-class _HttpxStream:
-    def __init__(self, resp: httpx.Response, url: str) -> None:
-        self.resp = resp
-        self.status = resp.status_code
-        self.url = url
-        self.idle_s: float | None = None
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        it = self.resp.aiter_raw().__aiter__()
-        while True:
-            try:
-                if self.idle_s is None:
-                    chunk = await it.__anext__()
-                else:  # per read, as the transport (an in-process one has no read timeout of its own)
-                    async with asyncio.timeout(self.idle_s):
-                        chunk = await it.__anext__()
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise idle_failure(self.url) from None
-            except httpx.HTTPError as e:
-                raise classify_read_error(e, self.url) from None
-            yield chunk
-
-    async def read_all(self) -> bytes:
-        return b"".join([c async for c in self.chunks()])
-
-    async def aclose(self) -> None:
-        await self.resp.aclose()
-
-
-class HttpxUpstream:
-    """Upstream over an ``httpx.AsyncClient`` (any transport: tests route it to in-process engine apps)."""
-
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
-
-    async def post(self, url: str, body: bytes) -> _HttpxStream:
-        req = self.client.build_request("POST", url, content=body, headers=_HEADERS)
-        try:
-            resp = await self.client.send(req, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
-            raise UpstreamFailure("connect", f"cannot connect to {url}: {e!r}", retryable=True) from None
-        except httpx.TimeoutException as e:
-            raise UpstreamFailure("timeout", f"{url} did not answer: {e!r}", retryable=True, status=504) from None
-        except httpx.HTTPError as e:
-            raise UpstreamFailure("broken", f"{url}: {e!r}", retryable=True) from None
-        return _HttpxStream(resp, url)
-
-    async def aclose(self) -> None:
-        return None  # the client is shared with the scraper; its owner closes it
 
 
 async def open_stream(upstream: Upstream, url: str, body: bytes) -> UpstreamStream:
@@ -172,10 +87,3 @@ async def open_stream(upstream: Upstream, url: str, body: bytes) -> UpstreamStre
         status=502 if retryable else code,
         body=None if retryable else data,
     )
-
-
-def classify_read_error(e: BaseException, url: str) -> UpstreamFailure:
-    """A failure while reading an open stream."""
-    if isinstance(e, httpx.TimeoutException):
-        return idle_failure(url)
-    return UpstreamFailure("broken", f"stream from {url} broke: {e!r}", retryable=True, status=502)

@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from urllib.parse import urlsplit
 
-from polyserve.gateway.backend import UpstreamFailure, idle_failure
+from polyserve.serving.upstream import UpstreamFailure, idle_failure
 
 HIGH_WATER = 256 * 1024  # unread body bytes at which reading the socket pauses
 MAX_HEAD = 64 * 1024  # a response head larger than this is malformed
@@ -65,6 +65,7 @@ class _Conn(asyncio.Protocol):
         self.sink: Callable[[bytes], bool] | None = None  # push mode (WireResponse.push)
         self.sink_error: BaseException | None = None
         self.last_data = 0.0  # time.monotonic() of the last bytes (push mode's idle check)
+        self.idle_since = 0.0  # time.monotonic() it went back to the pool
 
     # ---- asyncio.Protocol ------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -270,7 +271,7 @@ class WireResponse:
             due = loop.time() + self.idle_s
         self._timer = loop.call_at(due, self._check_idle)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         """The body as it arrives (what came in one read, joined). Raises ``UpstreamFailure("broken")`` if
         the connection drops mid-body or the body is malformed, ``("timeout")`` after ``idle_s`` of waiting."""
         c = self._conn
@@ -348,14 +349,23 @@ class WireResponse:
 
 
 class WireClient:
-    def __init__(self, connect_s: float, max_idle_per_host: int = 1024) -> None:
+    """``max_idle_per_host``: keep-alive connections kept per (host, port); ``user_agent``: who is asking
+    (the gateway, or the benchmark client); ``keepalive_s``: a pooled connection idle longer than this is
+    closed instead of reused (None: reused while the server keeps it), for a caller that must never send a
+    request twice: one sent just as the server closes an idle connection is otherwise sent again (the
+    server never read it, but a caller counting requests would see a retry it did not ask for)."""
+
+    def __init__(self, connect_s: float, max_idle_per_host: int = 1024, user_agent: str = "polyserve-gateway",
+                 keepalive_s: float | None = None) -> None:
         self.connect_s = connect_s
         self.max_idle = max_idle_per_host
+        self.user_agent = user_agent
+        self.keepalive_s = keepalive_s
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
         self._split: dict[str, tuple[tuple[str, int], bytes]] = {}
 
     def _parts(self, url: str) -> tuple[tuple[str, int], bytes]:
-        """((host, port), the request's head up to its content-length value)."""
+        """((host, port), the request's head up to its extra headers and content-length)."""
         p = self._split.get(url)
         if p is None:
             u = urlsplit(url)
@@ -366,7 +376,7 @@ class WireClient:
             path = (u.path or "/") + (f"?{u.query}" if u.query else "")
             head = (
                 f"POST {path} HTTP/1.1\r\nhost: {u.netloc}\r\ncontent-type: application/json\r\n"
-                "accept: text/event-stream\r\nuser-agent: polyserve-gateway\r\ncontent-length: "
+                f"accept: text/event-stream\r\nuser-agent: {self.user_agent}\r\n"
             ).encode()
             p = self._split[url] = ((host, port), head)
         return p
@@ -374,6 +384,7 @@ class WireClient:
     def _release(self, key: tuple[str, int], conn: _Conn) -> None:
         pool = self._idle.setdefault(key, [])
         if len(pool) < self.max_idle and conn.transport is not None and not conn.transport.is_closing():
+            conn.idle_since = time.monotonic()
             pool.append(conn)
         elif conn.transport is not None:
             conn.transport.close()
@@ -391,19 +402,26 @@ class WireClient:
 
     def _checkout(self, key: tuple[str, int]) -> _Conn | None:
         pool = self._idle.get(key)
+        oldest = float("-inf") if self.keepalive_s is None else time.monotonic() - self.keepalive_s
         while pool:
             conn = pool.pop()
-            if conn.closed or conn.transport is None or conn.transport.is_closing():
+            if conn.closed or conn.transport is None or conn.transport.is_closing() or conn.idle_since < oldest:
                 if conn.transport is not None:
                     conn.transport.close()
                 continue
             return conn
         return None
 
-    async def post(self, url: str, body: bytes) -> WireResponse:
-        """POST ``body`` (JSON); the response after its headers. Non-200 is returned, not raised."""
+    async def post(self, url: str, body: bytes, headers: dict[str, str] | None = None) -> WireResponse:
+        """POST ``body`` (JSON) with any extra ``headers``; the response after its head. Non-200 is returned,
+        not raised. A header name or value with a CR or LF raises ``ValueError`` (it would split the request)."""
         key, head = self._parts(url)
-        msg = head + str(len(body)).encode() + b"\r\n\r\n" + body
+        if headers:
+            for k, v in headers.items():
+                if any(c in k or c in v for c in "\r\n"):
+                    raise ValueError(f"header {k!r}: a name or value must not contain a line break")
+            head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1")
+        msg = head + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
         loop = asyncio.get_running_loop()
         for attempt in (0, 1):
             conn = self._checkout(key) if attempt == 0 else None

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from polyserve.gateway.backend import UpstreamFailure, open_stream
-from polyserve.gateway.wire import WireClient
+from polyserve.serving.wire import WireClient
 
-from .helpers import run
+run = asyncio.run
 
 
 async def _server(handler) -> tuple[asyncio.Server, str]:
