@@ -117,13 +117,13 @@ def stretched_policy_options(policy: str, scale: float) -> list[str]:
     return flags
 
 
-def gateway_config(scale: float, path: Path) -> None:
+def gateway_config(scale: float, path: Path, margin_ms: float = 0.0) -> None:
     """The gateway settings that make it behave as the simulator's ``serve`` contract on a stretched clock: no
     re-route of a request that waited 2x its TTFT SLO (the simulator serves it late, where it is), and the
     hard first-token and idle timeouts stretched by 1/``scale`` (120 s on a 20x-slowed clock is 6 s of model
     time: queued requests would time out, strike their backends and take them out of rotation)."""
     path.write_text(f"timeouts: {{first_token_s: {120.0 / scale!r}, idle_s: {30.0 / scale!r}, "
-                    f"first_token_slo_factor: 0}}\n", encoding="utf-8")
+                    f"first_token_slo_factor: 0}}\ndeadline_margin_ms: {margin_ms!r}\n", encoding="utf-8")
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 120.0) -> None:
@@ -148,7 +148,7 @@ def through_gateway(policy: str, args, tiers_path: Path, work: Path) -> dict[str
     url = f"http://127.0.0.1:{port}"
     extra: list[str] = []
     if args.stretch_timers:
-        gateway_config(s, work / "gateway_stretched.yaml")
+        gateway_config(s, work / "gateway_stretched.yaml", args.deadline_margin_ms)
         extra = ["--config", str(work / "gateway_stretched.yaml"), *stretched_policy_options(policy, s)]
     with open(work / f"{policy}.up.log", "wb") as log:  # a file, not an unread pipe that could fill and block
         up = subprocess.Popen(
@@ -202,6 +202,9 @@ def main() -> None:
     ap.add_argument("--stretch-timers", action=argparse.BooleanOptionalAction, default=True,
                     help="stretch the router's time options and the gateway's timeouts by 1/--time-scale and turn "
                     "off the 2x-TTFT re-route, as the simulator's serve contract (default on)")
+    ap.add_argument("--deadline-margin-ms", type=float, default=0.0,
+                    help="the gateway's deadline_margin_ms (wall-clock ms, not stretched): deadlines reach the engines "
+                    "this much earlier than the client's, room for the relay back (needs --stretch-timers)")
     ap.add_argument("--keep", type=Path, default=None,
                     help="keep each policy's bench result JSON and polyserve up's output in this folder")
     args = ap.parse_args()

@@ -172,6 +172,25 @@ def test_deadlines_are_forwarded_only_to_deadline_backends_as_the_time_left_and_
     assert all("polyserve_slo" not in b for b in seen["e1"])
 
 
+def test_forwarded_deadlines_are_earlier_than_the_clients_by_the_margin():
+    """``deadline_margin_ms``: the engine aims each token that much ahead of the client's deadline, room for the
+    relay back (the engine's just-in-time token otherwise reaches the client late)."""
+
+    async def main():
+        doc = {"backends": [{"url": "http://e0", "deadlines": True}], "policy": "round-robin",
+               "deadline_margin_ms": 150}
+        async with harness(1, doc) as h:
+            for _ in range(3):
+                await h.client.post("/v1/completions", headers={"x-slo-tpot-ms": "35", "x-slo-ttft-ms": "400"},
+                                    json=completion(stream=False))
+            return h.fleet.seen
+
+    seen = run(main())
+    for b in seen["e0"]:
+        assert 200.0 < b["polyserve_slo"]["ttft_ms"] <= 250.0  # 400 - 150, less the time spent in the gateway
+        assert b["polyserve_slo"]["tpot_ms"] == 35.0  # the margin moves every token's deadline alike
+
+
 def test_metrics_count_requests_per_tier_with_ttft_tpot_and_attainment() -> None:
     async def main():
         async with harness() as h:

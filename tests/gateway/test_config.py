@@ -88,6 +88,10 @@ def test_a_relative_tiers_path_is_read_next_to_the_config(tmp_path: Path) -> Non
         ),
         ({"model": "m", "backends": ["http://a"], "shedding": "yes"}, "shedding: must be true or false"),
         ({"model": "m", "backends": ["http://a"], "retries": -1}, "retries: must be an integer >= 0"),
+        (
+            {"model": "m", "backends": ["http://a"], "deadline_margin_ms": -5},
+            "deadline_margin_ms: must be a finite number >= 0",
+        ),
         ({"model": "m", "backends": ["http://a"], "timeouts": {"idle": 1}}, "timeouts.idle: unknown key"),
         (
             {"model": "m", "backends": ["http://a"], "timeouts": {"idle_s": 0}},

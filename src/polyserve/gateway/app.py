@@ -485,7 +485,8 @@ class Gateway:
                 if leg == "decode":
                     extra[KV_FIELD] = {"prefilled": True, **(handoff or {})}
             if b.deadlines:  # built per attempt: the time left shrinks while the request waits or retries
-                extra[SLO_FIELD] = {"ttft_ms": round((live.deadline0 - clock()) * 1e3, 3), "tpot_ms": slo.tpot_ms}
+                left_ms = (live.deadline0 - clock()) * 1e3 - self.config.deadline_margin_ms
+                extra[SLO_FIELD] = {"ttft_ms": round(left_ms, 3), "tpot_ms": slo.tpot_ms}
             if b.priority:
                 extra["priority"] = slo.tier
             if not extra:

@@ -20,6 +20,8 @@ The file is YAML (``.yaml``/``.yml``) or TOML (``.toml``); both give the same do
     shedding: true                 # default: shed requests whose TTFT can no longer be met (429 +
                                    # Retry-After); false serves them late instead (they still count)
     max_pending: 10000             # with shedding: more requests waiting than this -> 503 + Retry-After
+    deadline_margin_ms: 0          # deadlines forwarded to `deadlines: true` engines are this much earlier
+                                   # than the client's (room for the relay back to the client)
     api_keys:                      # optional; when present every request needs one of these keys
       - key: sk-team-a
         tiers: [t20, t30, t50, t100]
@@ -110,6 +112,10 @@ class GatewayConfig:
     shedding: bool = True  # the overload contract: shed lost causes (429), or serve them late (False)
     max_pending: int | None = None  # only with shedding
     retry_after_s: float = 1.0
+    # deadlines forwarded to `deadlines: true` engines are this much earlier than the client's, so a token the
+    # engine schedules just in time still reaches the client in time after the relay (engine -> gateway ->
+    # client); wall-clock ms, not scaled with engine.time_scale (the relay's delay is wall-clock)
+    deadline_margin_ms: float = 0.0
     api_keys: tuple[ApiKey, ...] = ()
     timeouts: Timeouts = Timeouts()
     retries: int = 2  # extra attempts on another server for a request that failed before its first token
@@ -156,6 +162,7 @@ class GatewayConfig:
             raise ConfigError(f"{src}: autoscaler_options: given without an autoscaler")
         for name, v, lo in (
             ("retry_after_s", self.retry_after_s, 0.0),
+            ("deadline_margin_ms", self.deadline_margin_ms, 0.0),
             ("tick_s", self.tick_s, 1e-3),
             ("scrape_interval_s", self.scrape_interval_s, 1e-3),
             ("timeouts.connect_s", self.timeouts.connect_s, 1e-3),
@@ -221,7 +228,7 @@ class GatewayConfig:
 # ---- reading the file -----------------------------------------------------------------------------------------
 _TOP = {
     "model", "backends", "tiers", "default_tier", "policy", "policy_options", "autoscaler", "autoscaler_options",
-    "shedding", "max_pending",
+    "shedding", "max_pending", "deadline_margin_ms",
     "retry_after_s", "api_keys", "timeouts", "retries", "max_body_bytes", "tick_s", "scrape_interval_s",
     "dead_after", "breaker_failures", "engine", "seed", "kubernetes",
 }  # fmt: skip
@@ -315,7 +322,7 @@ def config_from_dict(doc: Any, source: str = "<config>", base_dir: Path | None =
     for name in ("max_pending", "retries", "max_body_bytes", "dead_after", "breaker_failures", "seed"):
         if name in doc:
             kw[name] = _num(src, name, doc[name], integer=True)
-    for name in ("retry_after_s", "tick_s", "scrape_interval_s"):
+    for name in ("retry_after_s", "deadline_margin_ms", "tick_s", "scrape_interval_s"):
         if name in doc:
             kw[name] = float(_num(src, name, doc[name]))
     if "api_keys" in doc:
