@@ -8,7 +8,8 @@ import time
 import pytest
 
 from polyserve.gateway.actuator import LocalEngineActuator, StaticActuator
-from polyserve.gateway.backend import Backend, UpstreamFailure
+from polyserve.gateway.backend import Backend
+from polyserve.serving.upstream import UpstreamFailure
 
 from .helpers import run
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from polyserve.core.errors import ConfigError
-from polyserve.gateway.backend import Backend, UpstreamFailure
+from polyserve.gateway.backend import Backend
 from polyserve.gateway.config import config_from_dict
 from polyserve.gateway.k8s import (
     KubeActuator,
@@ -25,6 +25,7 @@ from polyserve.gateway.k8s import (
     settings_from_dict,
     slot_backends,
 )
+from polyserve.serving.upstream import UpstreamFailure
 
 k8s = pytest.importorskip("kubernetes", reason="the k8s extra is not installed (pip install 'polyserve[k8s]')")
 import urllib3  # noqa: E402  (a dependency of the kubernetes client)

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from polyserve.gateway.backend import UpstreamFailure, open_stream
+from polyserve.gateway.backend import open_stream
+from polyserve.serving.upstream import UpstreamFailure
 from polyserve.serving.wire import WireClient
 
 run = asyncio.run

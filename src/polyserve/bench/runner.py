@@ -87,14 +87,14 @@ async def resolve_model(client: httpx.AsyncClient, cfg: BenchConfig) -> tuple[st
 KEEPALIVE_EXPIRY_S = 2.0  # below the 5 s after which uvicorn (vLLM, the emulated engine) closes idle connections
 
 
-async def warm_up(http: Upstream, cfg: BenchConfig, model: str, first: BenchRequest, clock: Clock) -> None:
+async def warm_up(upstream: Upstream, cfg: BenchConfig, model: str, first: BenchRequest, clock: Clock) -> None:
     """``--num-warmups`` copies of the first request, at most ``--max-concurrency`` at a time, before the
     measured run (as vllm bench serve); their outcomes are not part of the result."""
     slots = asyncio.Semaphore(cfg.max_concurrency or cfg.num_warmups)
 
     async def one() -> None:
         async with slots:
-            await send_request(http, cfg, model, first, clock)
+            await send_request(upstream, cfg, model, first, clock)
 
     await asyncio.gather(*(one() for _ in range(cfg.num_warmups)))
 

@@ -34,7 +34,8 @@ import contextlib
 from collections.abc import Callable
 from typing import Protocol
 
-from polyserve.gateway.backend import Backend, UpstreamFailure
+from polyserve.gateway.backend import Backend
+from polyserve.serving.upstream import UpstreamFailure
 
 
 class Actuator(Protocol):

@@ -49,15 +49,7 @@ import httpx
 
 from polyserve.core.fleet import FleetConfig, RequestInfo, ScaleAction
 from polyserve.gateway.actuator import Actuator, StaticActuator
-from polyserve.gateway.backend import (
-    Backend,
-    HttpxUpstream,
-    Upstream,
-    UpstreamFailure,
-    UpstreamStream,
-    make_client,
-    open_stream,
-)
+from polyserve.gateway.backend import Backend, make_client, open_stream
 from polyserve.gateway.batch import BatchMerger
 from polyserve.gateway.breaker import Breaker
 from polyserve.gateway.config import GatewayConfig
@@ -79,6 +71,7 @@ from polyserve.serving.openai import (
     parse_completion,
     parse_json,
 )
+from polyserve.serving.upstream import HttpxUpstream, Upstream, UpstreamFailure, UpstreamStream
 from polyserve.serving.wire import WireClient
 
 log = logging.getLogger("polyserve.gateway")

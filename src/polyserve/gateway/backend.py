@@ -21,17 +21,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from polyserve.serving.upstream import (  # re-exported: the gateway's modules and tests import them from here
-    HttpxUpstream,
-    Upstream,
-    UpstreamFailure,
-    UpstreamStream,
-    classify_read_error,
-    idle_failure,
-)
-
-__all__ = ["Backend", "HttpxUpstream", "Upstream", "UpstreamFailure", "UpstreamStream", "classify_read_error",
-           "idle_failure", "make_client", "open_stream"]
+from polyserve.serving.upstream import Upstream, UpstreamFailure, UpstreamStream
 
 
 @dataclass(eq=False)

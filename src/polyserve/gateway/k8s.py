@@ -45,8 +45,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from polyserve.core.errors import ConfigError
-from polyserve.gateway.backend import Backend, UpstreamFailure
+from polyserve.gateway.backend import Backend
 from polyserve.gateway.config import check_keys
+from polyserve.serving.upstream import UpstreamFailure
 
 log = logging.getLogger("polyserve.gateway.k8s")
 
