@@ -10,7 +10,6 @@ Exit codes: 0 when at least one request completed, 1 when none did (an unreachab
 
 from __future__ import annotations
 
-import asyncio
 import re
 import sys
 from pathlib import Path
@@ -249,6 +248,7 @@ def bench(
     from polyserve.bench.progress import ProgressLine
     from polyserve.bench.result import save_result as write
     from polyserve.core.errors import PolyServeError
+    from polyserve.serving.loop import run as run_loop
 
     try:
         if base_url is None:
@@ -296,7 +296,7 @@ def bench(
                       highlight=False)
         try:
             with ProgressLine(err, enabled=not disable_tqdm and sys.stderr.isatty()) as line:
-                doc = asyncio.run(benchmark(cfg, progress=line.update))
+                doc = run_loop(benchmark(cfg, progress=line.update))
         except KeyboardInterrupt:
             sys.stderr.write("interrupted: no result (requests in flight were cancelled)\n")
             raise typer.Exit(130) from None
