@@ -72,6 +72,7 @@ def check_invariants(f: FleetState) -> None:
         for b, bucket in enumerate(idx.buckets):
             for sid in bucket:
                 assert b == min(f.servers[sid].num_requests, CAP + 1)
+        assert idx.nonempty == [b for b, bucket in enumerate(idx.buckets) if bucket], "walks see every server"
         check_order(idx, f)
     assert {sid: key for sid, key in seen.items()} == {
         s.sid: (s.tier, s.role) for s in f.servers if s.active

@@ -8,7 +8,7 @@ import pytest
 
 from polyserve.gateway.backend import open_stream
 from polyserve.serving.upstream import UpstreamFailure
-from polyserve.serving.wire import WireClient
+from polyserve.serving.wire import PUSH_STOP, WireClient
 
 run = asyncio.run
 
@@ -167,6 +167,33 @@ def test_a_sink_that_refuses_hands_the_rest_back_to_chunks_in_order() -> None:
 
     ended, body = run(main())
     assert ended is False and body == b"".join(parts)
+
+
+def test_a_sink_that_stops_keeps_what_it_took_and_the_rest_comes_from_chunks_in_order() -> None:
+    """PUSH_STOP (the gateway's first-token relay): the bytes of that call are the sink's, none is pushed
+    after, and ``chunks()`` goes on from the next byte."""
+    parts = [b"data: %d\n\n" % i for i in range(12)]
+
+    async def main():
+        server, url = await _chunked_server(parts)
+        c = WireClient(1.0)
+        r = await open_stream(c, url, b"{}")
+        got: list[bytes] = []
+
+        def sink(data: bytes) -> int:
+            got.append(data)
+            return PUSH_STOP if b"data: 2" in b"".join(got) else True
+
+        ended = await r.push(sink)
+        calls = len(got)
+        rest = [x async for x in r.chunks()]
+        await r.aclose()
+        server.close()
+        return ended, calls, len(got), got, rest
+
+    ended, calls, after, got, rest = run(main())
+    assert ended is False and calls == after  # nothing pushed once it stopped
+    assert b"data: 2" in b"".join(got) and b"".join(got + rest) == b"".join(parts)
 
 
 def test_push_mode_raises_on_a_cut_stream_on_silence_and_on_the_sinks_own_error() -> None:

@@ -11,6 +11,7 @@ Times are float seconds; ``now`` always comes in as an argument (the ledger neve
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -139,47 +140,65 @@ class LoadIndex:
     used as an ordered set), so iteration is deterministic.
     """
 
-    __slots__ = ("buckets", "cap", "size")
+    __slots__ = ("buckets", "cap", "nonempty", "size")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap  # servers with more requests share the last bucket
         # values: the server's request count (read only in the overflow bucket, to honour ``below``)
         self.buckets: list[dict[int, int]] = [{} for _ in range(cap + 2)]
+        # the indices of the non-empty buckets, ascending: a walk visits only those (with max_num_seqs 256
+        # and a few servers, walking every bucket was most of the router's time per request)
+        self.nonempty: list[int] = []
         self.size = 0
 
     def _b(self, n: int) -> int:
         return n if n <= self.cap else self.cap + 1
 
+    def _put(self, b: int, sid: int, n: int) -> None:
+        bucket = self.buckets[b]
+        if not bucket:
+            insort(self.nonempty, b)
+        bucket[sid] = n
+
+    def _take(self, b: int, sid: int) -> None:
+        bucket = self.buckets[b]
+        del bucket[sid]
+        if not bucket:
+            ne = self.nonempty
+            del ne[bisect_left(ne, b)]
+
     def add(self, sid: int, n: int) -> None:
-        self.buckets[self._b(n)][sid] = n
+        self._put(self._b(n), sid, n)
         self.size += 1
 
     def remove(self, sid: int, n: int) -> None:
-        del self.buckets[self._b(n)][sid]
+        self._take(self._b(n), sid)
         self.size -= 1
 
     def move(self, sid: int, old: int, new: int) -> None:
         bo, bn = self._b(old), self._b(new)
         if bo != bn:
-            del self.buckets[bo][sid]
-        self.buckets[bn][sid] = new
+            self._take(bo, sid)
+            self._put(bn, sid, new)
+        else:
+            self.buckets[bn][sid] = new
 
     def descending(self, below: int | None = None) -> Iterator[int]:
         """Server ids from the most loaded down; ``below``: only servers with fewer requests than that."""
-        top = len(self.buckets) - 1 if below is None else min(self._b(below - 1), len(self.buckets) - 1)
+        ne = self.nonempty
+        top = len(ne) if below is None else bisect_right(ne, self._b(below - 1))
         buckets = self.buckets
-        for b in range(top, -1, -1):
-            if not buckets[b]:
-                continue
-            if b > self.cap and below is not None:  # the overflow bucket mixes counts: filter them
+        cap = self.cap
+        for b in ne[top - 1 :: -1] if top else ():  # a copy: the caller may move servers meanwhile
+            if b > cap and below is not None:  # the overflow bucket mixes counts: filter them
                 yield from [sid for sid, n in buckets[b].items() if n < below]
             else:
                 yield from list(buckets[b])
 
     def ascending(self) -> Iterator[int]:
-        for bucket in self.buckets:
-            if bucket:
-                yield from list(bucket)
+        buckets = self.buckets
+        for b in list(self.nonempty):
+            yield from list(buckets[b])
 
 
 @dataclass(slots=True)

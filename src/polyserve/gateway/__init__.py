@@ -22,8 +22,9 @@ Reading guide:
                  interface, its httpx implementation (any transport: in-process tests) and ``WireClient``
                  (the lean HTTP/1.1 client used over TCP; ``push`` relays a stream from the socket's
                  callback) live in ``polyserve.serving`` (``upstream``, ``wire``), shared with the bench;
-- ``httpconn``   ``GuardedH11Protocol``: uvicorn's HTTP/1.1 connections with limits (idle, head and body
-                 timeouts, JSON 400s) and the fast chunk writer the relay uses;
+- ``httpconn``   ``GuardedHttpProtocol``: uvicorn's HTTP/1.1 (httptools) connections with limits (idle,
+                 head and body timeouts, head size, JSON 400s), the fast chunk writer the relay uses and
+                 the synchronous response start the first token's relay uses;
 - ``batch``      ``BatchMerger``: a list of prompts served as one request each, merged into vLLM's answer;
 - ``events``     reading SSE just enough to count tokens, and building non-streaming answers;
 - ``scrape``     periodic ``/metrics`` scrapes of the backends: cross-check, dead-backend detection;

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -56,7 +57,7 @@ from polyserve.gateway.config import GatewayConfig
 from polyserve.gateway.dispatcher import Dispatcher, Refused, Shed
 from polyserve.gateway.errors import GatewayError, error_bytes
 from polyserve.gateway.events import Aggregator, EventScanner, is_token_event
-from polyserve.gateway.httpconn import WRITE_EXTENSION
+from polyserve.gateway.httpconn import START_EXTENSION, WRITE_EXTENSION
 from polyserve.gateway.latency import build_gateway_model
 from polyserve.gateway.metrics import CONTENT_TYPE, NO_TIER, GatewayMetrics
 from polyserve.gateway.scrape import Scraper
@@ -72,7 +73,7 @@ from polyserve.serving.openai import (
     parse_json,
 )
 from polyserve.serving.upstream import HttpxUpstream, Upstream, UpstreamFailure, UpstreamStream
-from polyserve.serving.wire import WireClient
+from polyserve.serving.wire import PUSH_STOP, TAKEN, WireClient
 
 log = logging.getLogger("polyserve.gateway")
 
@@ -101,6 +102,7 @@ class _Live:
     complete: bool = False  # the last byte is being sent: a disconnect now is not the client leaving early
     gone: bool = False  # the client went away
     write: Callable[[bytes], bool] | None = None  # the server's synchronous chunk writer (httpconn), if any
+    start: Callable[[dict[str, Any], bytes], bool] | None = None  # ... and its synchronous response start
 
     def saw(self, n: int, t: float) -> None:
         if n <= 0:
@@ -404,6 +406,7 @@ class Gateway:
         ext = scope.get("extensions")
         if ext:
             live.write = ext.get(WRITE_EXTENSION)
+            live.start = ext.get(START_EXTENSION)
         main = asyncio.current_task()
         assert main is not None
         watcher = self._watch(receive, live, main)
@@ -554,10 +557,15 @@ class Gateway:
             if isinstance(sid, str):
                 return sid
             backend = self.backends[sid]
+            extra = [(b"x-polyserve-tier", live.tier.encode()), (b"x-polyserve-server", str(sid).encode())]
+            relay = None
+            if stream and live.start is not None:  # the first token goes out from the upstream socket's callback
+                start = {"type": "http.response.start", "status": 200, "headers": _SSE + extra}
+                relay = functools.partial(live.start, start)
             try:
                 await self._ready(sid)
-                resp, it, first, scanner = await self._until_first_token(backend, body_for(backend), path, stream,
-                                                                         live)
+                resp, it, first, scanner, relayed = await self._until_first_token(
+                    backend, body_for(backend), path, stream, live, relay)
             except UpstreamFailure as f:
                 attempts += 1
                 if self._attempt_failed(f, sid, info, attempts):
@@ -569,12 +577,13 @@ class Gateway:
                     return "failed"
                 continue
             break
-        now = self.clock()
         self.breaker.success(sid)
-        live.saw(scanner.tokens, now)
+        if not relayed:
+            live.saw(scanner.tokens, self.clock())
         d.first_token(info.rid, scanner.tokens)
-        extra = [(b"x-polyserve-tier", live.tier.encode()), (b"x-polyserve-server", str(sid).encode())]
         if stream:
+            if relayed:
+                return await self._pump(send, live, backend, resp, it, [], scanner, extra, started=True)
             return await self._pump(send, live, backend, resp, it, first, scanner, extra)
         return await self._collect(send, live, backend, resp, it, scanner, chat, extra)
 
@@ -632,7 +641,7 @@ class Gateway:
             backend = self.backends[sid]
             try:
                 await self._ready(sid)
-                resp, it, chunks, scanner = await self._until_first_token(
+                resp, it, chunks, scanner, _ = await self._until_first_token(
                     backend, body_for(backend, "decode", identity), path, stream, live)
             except UpstreamFailure as f:
                 attempts += 1
@@ -728,37 +737,65 @@ class Gateway:
         return (soft, "slow") if soft < hard else (hard, "timeout")
 
     async def _until_first_token(
-        self, backend: Backend, body: bytes, path: str, stream: bool, live: _Live | None = None
-    ) -> tuple[UpstreamStream, Any, list[bytes], EventScanner]:
+        self, backend: Backend, body: bytes, path: str, stream: bool, live: _Live | None = None,
+        relay: Callable[[bytes], bool] | None = None,
+    ) -> tuple[UpstreamStream, Any, list[bytes], EventScanner, bool]:
+        """Open the stream on ``backend`` and read it up to its first token: (the stream, its chunk iterator,
+        the bytes read so far, their scanner, whether ``relay`` sent them). ``relay(data) -> bool``: called
+        with those bytes from the upstream socket's callback the moment the first token is in them (the
+        client's first token, with no task switch before it); False when it could not write them at once
+        (they are then the caller's to send). ``UpstreamFailure`` (retryable) when no token comes: timeout,
+        error event, end of stream; nothing was relayed then."""
         scanner = EventScanner(keep=not stream)
         first: list[bytes] = []
         resp: UpstreamStream | None = None
+        relayed = False
         limit, kind = self._attempt_timeout(live) if live is not None else (self.config.timeouts.first_token_s,
                                                                             "timeout")
         try:
             async with asyncio.timeout(limit):
                 resp = await open_stream(self.upstream, backend.url + path, body)
                 it = resp.chunks()
-                async for chunk in it:
-                    first.append(chunk)
-                    scanner.feed(chunk)
-                    if scanner.tokens or scanner.done or scanner.error is not None:
-                        break
+                push = getattr(resp, "push", None) if relay is not None else None
+                if push is not None:
+                    clock = self.clock
+
+                    def sink(data: bytes) -> int:
+                        nonlocal relayed
+                        first.append(data)
+                        scanner.feed(data)
+                        if not (scanner.tokens or scanner.done or scanner.error is not None):
+                            return TAKEN
+                        if scanner.tokens and relay(b"".join(first)):
+                            relayed = True
+                            if live is not None:
+                                live.saw(scanner.tokens, clock())
+                        return PUSH_STOP
+
+                    await push(sink)
+                else:
+                    async for chunk in it:
+                        first.append(chunk)
+                        scanner.feed(chunk)
+                        if scanner.tokens or scanner.done or scanner.error is not None:
+                            break
         except TimeoutError:
-            if resp is not None:
-                await resp.aclose()
-            raise UpstreamFailure(
-                kind, f"no first token from {backend.url} within {limit:.3g} s", retryable=True, status=504,
-            ) from None  # fmt: skip
+            if not relayed:  # (relayed, then timed out before this task ran again: it is served)
+                if resp is not None:
+                    await resp.aclose()
+                raise UpstreamFailure(
+                    kind, f"no first token from {backend.url} within {limit:.3g} s", retryable=True, status=504,
+                ) from None  # fmt: skip
         except BaseException:
             if resp is not None:
                 await resp.aclose()
             raise
+        assert resp is not None
         if scanner.tokens == 0 and not scanner.done:
             await resp.aclose()
             what = "sent an error event" if scanner.error is not None else "ended the stream"
             raise UpstreamFailure("broken", f"{backend.url} {what} before the first token", retryable=True)
-        return resp, it, first, scanner
+        return resp, it, first, scanner, relayed
 
     async def _pump(
         self,
@@ -783,7 +820,8 @@ class Gateway:
                 live.complete = True
             if not started:
                 await send({"type": "http.response.start", "status": 200, "headers": _SSE + extra})
-            await send({"type": "http.response.body", "body": b"".join(first), "more_body": True})
+            if first:
+                await send({"type": "http.response.body", "body": b"".join(first), "more_body": True})
             if not scanner.done:
                 clock = self.clock
                 # the idle timeout times the upstream reads only (a slow client is not a stalled backend): the

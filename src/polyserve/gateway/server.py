@@ -7,10 +7,10 @@ on http://HOST:PORT ...`` goes to stdout (launchers read it). uvicorn handles SI
 accepting, gives open streams ``graceful_timeout_s``, runs the app's lifespan shutdown (which stops the
 gateway's tasks and, through the actuator, any engines it started) and returns.
 
-Connections are handled by ``httpconn.GuardedH11Protocol``: an idle connection is closed after
-``timeouts.keep_alive_s`` (longer than clients keep theirs: the client, not the gateway, closes an idle
-one, so no request is sent on a connection being closed), a request head must be whole within
-``timeouts.request_head_s``, and a malformed request gets a JSON 400.
+Connections are handled by ``httpconn.GuardedHttpProtocol`` (uvicorn's httptools protocol): an idle
+connection is closed after ``timeouts.keep_alive_s`` (longer than clients keep theirs: the client, not the
+gateway, closes an idle one, so no request is sent on a connection being closed), a request head must be
+whole within ``timeouts.request_head_s`` and at most 64 KiB, and a malformed request gets a JSON 400.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def serve_app(
             timeout_graceful_shutdown=graceful_timeout_s,
             timeout_keep_alive=cfg.timeouts.keep_alive_s,  # type: ignore[arg-type]  # a float works
             http=guarded_protocol(cfg.timeouts.request_head_s),
+            ws="none",
             lifespan="on",
         )
     )

@@ -12,7 +12,9 @@ depend on how the bytes are cut). Requests go out in one ``write`` (head and JSO
 
 Push mode (``WireResponse.push``): the body goes to a callback straight from ``data_received``, with no
 task switch per read; the gateway relays a stream's tokens that way (parse, account, write to the client's
-socket) while the client's socket takes them at once, and falls back to ``chunks()`` when it does not.
+socket) while the client's socket takes them at once, and falls back to ``chunks()`` when it does not; and
+it relays the first token that way too (the response's head with it), then stops the push (``PUSH_STOP``)
+to do the first token's accounting in its task.
 
 Backpressure: a response whose unread body passes ``HIGH_WATER`` bytes (a slow client downstream) stops the
 socket being read until the reader has caught up, so a stalled client cannot make the gateway buffer a whole
@@ -44,6 +46,10 @@ MAX_CHUNK = 16 * 1024 * 1024  # a chunk larger than this is malformed (a chunk i
 
 _HEAD, _CHUNK_SIZE, _CHUNK_DATA, _TRAILERS, _LENGTH, _UNTIL_CLOSE, _DONE = range(7)
 
+# what a push sink returns (``WireResponse.push``): True / False are TAKEN / refused
+TAKEN = 1
+PUSH_STOP = 2  # taken, and the push ends there: the rest of the body is left to ``chunks()``
+
 
 class _Conn(asyncio.Protocol):
     """One upstream connection and the response being read on it."""
@@ -62,7 +68,7 @@ class _Conn(asyncio.Protocol):
         self.got_bytes = False  # any byte of the current response arrived
         self.paused = False
         self.reuse = False
-        self.sink: Callable[[bytes], bool] | None = None  # push mode (WireResponse.push)
+        self.sink: Callable[[bytes], int] | None = None  # push mode (WireResponse.push)
         self.sink_error: BaseException | None = None
         self.last_data = 0.0  # time.monotonic() of the last bytes (push mode's idle check)
         self.idle_since = 0.0  # time.monotonic() it went back to the pool
@@ -92,7 +98,7 @@ class _Conn(asyncio.Protocol):
                 if ok:
                     self.pieces.clear()
                     self.pending = 0
-                else:
+                if ok != TAKEN:  # refused, or taken and the push ends (PUSH_STOP): the reader is woken
                     self.sink = None
             if self.sink is not None and self.state != _DONE:
                 return  # pushed on: nobody to wake
@@ -302,18 +308,22 @@ class WireResponse:
         finally:
             c.waiter = None
 
-    async def push(self, sink: Callable[[bytes], bool]) -> bool:
+    async def push(self, sink: Callable[[bytes], int]) -> bool:
         """Hand the body to ``sink`` from the socket's callback as it arrives (no task switch per read), until
-        it ends (True) or ``sink`` refuses some bytes (False: they, and the rest, are left to ``chunks()``).
-        ``sink(data)`` returns False, having done nothing, when it cannot take ``data`` now. Raises as
-        ``chunks()`` does (broken, idle timeout), or what ``sink`` raised."""
+        it ends (True) or ``sink`` refuses some bytes or stops (False: the rest is left to ``chunks()``).
+        ``sink(data)`` returns False, having done nothing, when it cannot take ``data`` now (those bytes are
+        left too); True (``TAKEN``) when it took them; ``PUSH_STOP`` when it took them and wants no more
+        pushed. Raises as ``chunks()`` does (broken, idle timeout), or what ``sink`` raised."""
         c = self._conn
         assert c is not None
         if c.pieces:
             data = c.pieces[0] if len(c.pieces) == 1 else b"".join(c.pieces)
-            if not sink(data):
+            ok = sink(data)
+            if not ok:
                 return False
             c.take()
+            if ok != TAKEN:
+                return False
         loop = asyncio.get_running_loop()
         c.sink = sink
         c.last_data = time.monotonic()
