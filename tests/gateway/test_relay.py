@@ -131,3 +131,26 @@ def test_an_attempt_timeout_that_fires_after_the_relay_is_no_failure_and_no_retr
     assert len(out["opened"]) == 1 and len(out["relayed"]) == 1 and out["failed"] == []
     rest = b"".join(out["written"]) + b"".join(m.get("body", b"") for m in out["sent"])
     assert rest.endswith(b"data: [DONE]\n\n") and b"error" not in rest
+
+
+# ---- the upstream body with the forwarded fields spliced in -----------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from polyserve.gateway.app import splice_json  # noqa: E402
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+                     max_leaves=8)
+
+
+@given(st.dictionaries(st.text(max_size=6), _json, min_size=1, max_size=5),
+       st.dictionaries(st.sampled_from(["polyserve_slo", "priority", "x"]), _json, min_size=1),
+       st.sampled_from([None, 2]), st.sampled_from(["", "\n", " \r\n"]))
+@settings(max_examples=200, deadline=None)
+def test_a_spliced_body_decodes_to_the_body_with_the_fields_added(body, extra, indent, tail) -> None:
+    body = {k: v for k, v in body.items() if k not in extra}
+    if not body:
+        body = {"prompt": "a"}
+    raw = json.dumps(body, indent=indent).encode() + tail.encode()
+    assert json.loads(splice_json(raw, extra)) == {**body, **extra}

@@ -444,7 +444,7 @@ class Gateway:
         the body as received, forwarded as it is when nothing in it needs changing (a streamed request naming
         the model, with no field the gateway sets or strips), so a long prompt is not encoded again."""
         self.accepted += 1
-        self.metrics.accepted.labels(tier_label).inc()
+        self.metrics.accept(tier_label)
         rid = next(self._ids)
         t0 = self.dispatcher.t0
         ttft = slo.ttft_s(self.tiers, g.prompt_tokens)
@@ -487,10 +487,12 @@ class Gateway:
                 extra["priority"] = slo.tier
             if not extra:
                 return plain
-            if leg == "whole" and b.priority and not b.deadlines:
-                if prio is None:
-                    prio = json.dumps({**base, **extra}).encode()
-                return prio
+            if leg == "whole":  # the body as forwarded with these fields added, not encoded again
+                if b.priority and not b.deadlines:
+                    if prio is None:
+                        prio = splice_json(plain, extra)
+                    return prio
+                return splice_json(plain, extra)
             return json.dumps({**base, **extra}).encode()
 
         return live, body_for
@@ -935,6 +937,16 @@ def _public(message: str, backend: Backend) -> str:
     """A failure message fit for the client: the backend's internal URL becomes its server name (the URL stays
     in the gateway's logs and metrics labels)."""
     return message.replace(backend.url, f"server {backend.name}")
+
+
+def splice_json(obj: bytes, extra: dict[str, Any]) -> bytes:
+    """``obj`` (a non-empty JSON object, encoded) with ``extra``'s fields added at its end, as
+    ``json.dumps({**obj, **extra})`` would give (the fields must not be in ``obj``), without decoding and
+    encoding ``obj`` again: a long prompt is copied, not re-encoded, per attempt."""
+    head = obj.rstrip()
+    if not head.endswith(b"}") or not extra:
+        raise ValueError("splice_json: obj must be an encoded JSON object and extra non-empty")
+    return head[:-1] + b", " + json.dumps(extra).encode()[1:]
 
 
 def events_bytes(events: list[bytes]) -> list[bytes]:

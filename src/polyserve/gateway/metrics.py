@@ -76,6 +76,12 @@ class GatewayMetrics:
             c = self._cache[key] = self.requests.labels(tier, outcome)
         c.inc()  # type: ignore[attr-defined]
 
+    def accept(self, tier: str) -> None:
+        c = self._cache.get((tier, ""))
+        if c is None:
+            c = self._cache[(tier, "")] = self.accepted.labels(tier)
+        c.inc()  # type: ignore[attr-defined]
+
     def bind(
         self,
         pending: Callable[[], list[int]],
