@@ -16,6 +16,11 @@ process's CPU per request (utime + stime from ``/proc/<pid>/stat``, all threads)
 target alike (on a shared machine it moves the figures by more than what is measured); the table pools the
 rounds, and a line per concurrency gives each round's added p50 and CPU ratio, and their medians.
 
+``--baseline-src DIR`` adds a second gateway, run from another source tree (``DIR`` is its ``src/``; make one
+with ``git worktree add /tmp/base <commit>`` and pass ``/tmp/base/src``), as target ``gateway@base`` in the
+same rounds: a change to the gateway measured against the code before it, side by side, with a per-round
+difference (on a noisy machine the rounds move together, their difference much less).
+
 vllm-router is not a project dependency (a Rust binary on PyPI): install it beside the project with
 ``python3 -m venv /tmp/vr-venv && /tmp/vr-venv/bin/pip install vllm-router==0.1.17``; the script finds it on
 ``PATH``, at ``/tmp/vr-venv/bin/vllm-router``, or at ``--vllm-router PATH``, and says so plainly when it cannot.
@@ -162,7 +167,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleave the targets in this many rounds")
     ap.add_argument("--policy", default="polyserve")
     ap.add_argument("--vllm-router", default=None, help="path of the vllm-router binary")
+    ap.add_argument("--baseline-src", default=None, metavar="DIR",
+                    help="also measure a gateway run from this source tree (its src/ directory, e.g. a "
+                         "`git worktree` of the commit before a change), as target gateway@base in the same rounds")
     args = ap.parse_args()
+    if args.baseline_src is not None and not (Path(args.baseline_src) / "polyserve" / "__init__.py").is_file():
+        ap.error(f"--baseline-src {args.baseline_src}: no polyserve package there (give the tree's src/ directory)")
     engines = [launch_engine(EngineConfig(time_scale=args.time_scale)) for _ in range(args.engines)]
     urls = [e.url for e in engines]
     tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
@@ -172,6 +182,17 @@ def main() -> None:
         f"engine: {{time_scale: {args.time_scale}}}\n"
     )
     gw = launch_gateway(["gateway", "--config", str(cfg), "--port", "0"])
+    base = None
+    if args.baseline_src is not None:
+        old_path = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = str(Path(args.baseline_src).resolve())  # the child imports polyserve from there
+        try:
+            base = launch_gateway(["gateway", "--config", str(cfg), "--port", "0"])
+        finally:
+            if old_path is None:
+                os.environ.pop("PYTHONPATH")
+            else:
+                os.environ["PYTHONPATH"] = old_path
     router, router_url, why = start_vllm_router(args.vllm_router, urls)
     print(
         f"engines: {args.engines} (time scale {args.time_scale:g}), prompt {args.input_len} words, "
@@ -182,6 +203,9 @@ def main() -> None:
     else:
         print(f"vllm-router: {router_url} (--policy round_robin)")
     targets = [Target("direct", urls, None), Target("gateway", [gw.url], gw.proc.pid)]
+    if base is not None:
+        print(f"gateway@base: the gateway of {args.baseline_src}")
+        targets.append(Target("gateway@base", [base.url], base.proc.pid))
     if router is not None:
         targets.append(Target("vllm-router", [router_url], router.pid))
     print(f"{'streams':>7} {'target':<12} {'requests':>8} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} "
@@ -194,6 +218,7 @@ def main() -> None:
             ttfts: dict[str, list[float]] = {t.name: [] for t in targets}
             cpus: dict[str, float] = {t.name: 0.0 for t in targets}
             added: list[float] = []
+            base_added: list[float] = []
             ratios: list[float] = []
             for _ in range(rounds):
                 got: dict[str, tuple[list[float], float | None]] = {}
@@ -202,6 +227,8 @@ def main() -> None:
                     ttfts[t.name] += got[t.name][0]
                     cpus[t.name] += got[t.name][1] or 0.0
                 added.append((pct(got["gateway"][0], 50) - pct(got["direct"][0], 50)) * 1e3)
+                if "gateway@base" in got:
+                    base_added.append((pct(got["gateway@base"][0], 50) - pct(got["direct"][0], 50)) * 1e3)
                 if "vllm-router" in got and got["vllm-router"][1]:
                     ratios.append((got["gateway"][1] or 0.0) / got["vllm-router"][1])
             direct = ttfts["direct"]
@@ -222,8 +249,16 @@ def main() -> None:
                 line += "; CPU gateway/vllm-router " + " ".join(f"{r:.2f}" for r in ratios)
                 line += f" (median {pct(ratios, 50):.2f}; pooled {cpus['gateway'] / cpus['vllm-router']:.2f})"
             print(line, flush=True)
+            if base_added:
+                print(f"{n:>7} per round: gateway@base added p50 ms " + " ".join(f"{a:.2f}" for a in base_added)
+                      + f" (median {pct(base_added, 50):.2f}); gateway minus gateway@base "
+                      + " ".join(f"{a - b:+.2f}" for a, b in zip(added, base_added, strict=True))
+                      + f" (median {pct([a - b for a, b in zip(added, base_added, strict=True)], 50):+.2f})",
+                      flush=True)
     finally:
         gw.stop()
+        if base is not None:
+            base.stop()
         if router is not None:
             router.terminate()
             router.wait(10)
