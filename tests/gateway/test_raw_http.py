@@ -162,6 +162,12 @@ MALFORMED = {
     "wrong method": [b"DELETE /v1/completions HTTP/1.1\r\nhost: x\r\n\r\n"],
     "unknown path": [b"GET /nope/%ff%fe HTTP/1.1\r\nhost: x\r\n\r\n"],
     "request line of NUL bytes": [b"\x00" * 64 + b"\r\n\r\n"],
+    "upgrade to h2c (unsupported) with a body": [
+        b"POST /v1/completions HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: h2c\r\n"
+        b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(GOOD), GOOD)],
+    "upgrade to websocket (not served)": [
+        b"GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\n"
+        b"sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"],
 }
 
 
