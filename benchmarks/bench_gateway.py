@@ -185,7 +185,8 @@ def main() -> None:
     base = None
     if args.baseline_src is not None:
         old_path = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = str(Path(args.baseline_src).resolve())  # the child imports polyserve from there
+        # the child imports polyserve from there first (ahead of this tree's, whatever else the path holds)
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(args.baseline_src).resolve()), *filter(None, [old_path])])
         try:
             base = launch_gateway(["gateway", "--config", str(cfg), "--port", "0"])
         finally:
