@@ -144,55 +144,51 @@ def test_push_mode_hands_every_chunk_to_the_sink_from_the_callback_and_ends_true
     assert ended is True and body == b"".join(parts)
 
 
-def test_a_sink_that_refuses_hands_the_rest_back_to_chunks_in_order() -> None:
-    parts = [b"data: %d\n\n" % i for i in range(12)]
+def _push_then_rest(parts: list[bytes], sink, on_pushed=lambda: None) -> tuple[bool, list[bytes]]:
+    """Serve ``parts`` chunked, push the response to ``sink`` until it ends or stops, call ``on_pushed``, then
+    read the rest with ``chunks()``: (what push returned, the rest)."""
 
     async def main():
         server, url = await _chunked_server(parts)
         c = WireClient(1.0)
         r = await open_stream(c, url, b"{}")
-        got: list[bytes] = []
-
-        def sink(data: bytes) -> bool:
-            if len(got) >= 3:
-                return False  # e.g. the client's socket is backed up: nothing taken
-            got.append(data)
-            return True
-
         ended = await r.push(sink)
+        on_pushed()
         rest = [x async for x in r.chunks()]
         await r.aclose()
         server.close()
-        return ended, b"".join(got + rest)
+        return ended, rest
 
-    ended, body = run(main())
-    assert ended is False and body == b"".join(parts)
+    return run(main())
+
+
+def test_a_sink_that_refuses_hands_the_rest_back_to_chunks_in_order() -> None:
+    parts = [b"data: %d\n\n" % i for i in range(12)]
+    got: list[bytes] = []
+
+    def sink(data: bytes) -> bool:
+        if len(got) >= 3:
+            return False  # e.g. the client's socket is backed up: nothing taken
+        got.append(data)
+        return True
+
+    ended, rest = _push_then_rest(parts, sink)
+    assert ended is False and b"".join(got + rest) == b"".join(parts)
 
 
 def test_a_sink_that_stops_keeps_what_it_took_and_the_rest_comes_from_chunks_in_order() -> None:
     """PUSH_STOP (the gateway's first-token relay): the bytes of that call are the sink's, none is pushed
     after, and ``chunks()`` goes on from the next byte."""
     parts = [b"data: %d\n\n" % i for i in range(12)]
+    got: list[bytes] = []
+    calls: list[int] = []
 
-    async def main():
-        server, url = await _chunked_server(parts)
-        c = WireClient(1.0)
-        r = await open_stream(c, url, b"{}")
-        got: list[bytes] = []
+    def sink(data: bytes) -> int:
+        got.append(data)
+        return PUSH_STOP if b"data: 2" in b"".join(got) else True
 
-        def sink(data: bytes) -> int:
-            got.append(data)
-            return PUSH_STOP if b"data: 2" in b"".join(got) else True
-
-        ended = await r.push(sink)
-        calls = len(got)
-        rest = [x async for x in r.chunks()]
-        await r.aclose()
-        server.close()
-        return ended, calls, len(got), got, rest
-
-    ended, calls, after, got, rest = run(main())
-    assert ended is False and calls == after  # nothing pushed once it stopped
+    ended, rest = _push_then_rest(parts, sink, lambda: calls.append(len(got)))
+    assert ended is False and calls == [len(got)]  # nothing pushed once it stopped
     assert b"data: 2" in b"".join(got) and b"".join(got + rest) == b"".join(parts)
 
 

@@ -583,10 +583,9 @@ class Gateway:
         if not relayed:
             live.saw(scanner.tokens, self.clock())
         d.first_token(info.rid, scanner.tokens)
-        if stream:
-            if relayed:
-                return await self._pump(send, live, backend, resp, it, [], scanner, extra, started=True)
-            return await self._pump(send, live, backend, resp, it, first, scanner, extra)
+        if stream:  # (relayed: the head and those first bytes went out already)
+            return await self._pump(send, live, backend, resp, it, [] if relayed else first, scanner, extra,
+                                    started=relayed)
         return await self._collect(send, live, backend, resp, it, scanner, chat, extra)
 
     async def _serve_disaggregated(

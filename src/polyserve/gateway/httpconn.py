@@ -145,6 +145,13 @@ WRITE_EXTENSION = "polyserve.write"  # scope["extensions"]: the synchronous chun
 START_EXTENSION = "polyserve.start"  # scope["extensions"]: the synchronous response start (``_fast_body``)
 
 
+def _chunked(start: dict[str, Any]) -> bool:
+    """Whether uvicorn frames the body of this (HTTP/1.1) response start in chunks: it has a body and neither
+    a content-length nor a transfer-encoding of its own."""
+    framed = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in start.get("headers", ()))
+    return start["status"] >= 200 and start["status"] not in _NO_BODY and not framed
+
+
 def _now(coro: Any) -> None:
     """Run ``coro`` to its end now; it must not suspend (uvicorn's ``send`` of a response start, which awaits
     only while writing is paused: callers check that first). One that does is closed and is a RuntimeError."""
@@ -204,9 +211,7 @@ def _fast_body(cycle: Any, transport: asyncio.Transport, flow: Any) -> None:
         Raises what uvicorn raises for a bad header."""
         nonlocal chunked
         if (deferred is not None or chunked or not http11 or cycle.response_started or flow.write_paused
-                or cycle.disconnected):
-            return False
-        if any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in start.get("headers", ())):
+                or cycle.disconnected or not _chunked(start)):
             return False
         head = _Capture()
         cycle.transport = head  # uvicorn writes the head there
@@ -248,9 +253,7 @@ def _fast_body(cycle: Any, transport: asyncio.Transport, flow: Any) -> None:
                 transport.write(b"%x\r\n%b\r\n" % (len(body), body))
             return
         if message["type"] == "http.response.start" and http11:
-            status = message["status"]
-            framed = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in message.get("headers", ()))
-            chunked = status >= 200 and status not in _NO_BODY and not framed  # uvicorn chooses chunked then
+            chunked = _chunked(message)
             if chunked:
                 deferred = message  # one write, one packet, one wake-up of the client for head + first token
                 return

@@ -67,7 +67,8 @@ class GatewayMetrics:
                 self.requests.labels(t, o)
             self.accepted.labels(t)
             self.attained.labels(t)
-        self._cache: dict[tuple[str, str], object] = {}
+        self._cache: dict[tuple[str, str], object] = {}  # the children on the request path, by their labels
+        self._accepted: dict[str, object] = {}
 
     def outcome(self, tier: str, outcome: str) -> None:
         key = (tier, outcome)
@@ -77,9 +78,9 @@ class GatewayMetrics:
         c.inc()  # type: ignore[attr-defined]
 
     def accept(self, tier: str) -> None:
-        c = self._cache.get((tier, ""))
+        c = self._accepted.get(tier)
         if c is None:
-            c = self._cache[(tier, "")] = self.accepted.labels(tier)
+            c = self._accepted[tier] = self.accepted.labels(tier)
         c.inc()  # type: ignore[attr-defined]
 
     def bind(
