@@ -277,6 +277,33 @@ def test_disaggregated_prefill_then_hand_off_then_decode_streams_every_token_onc
     assert not fleet.entries and all(s.num_requests == 0 for s in fleet.servers)
 
 
+def test_a_decode_that_gets_no_seat_ends_with_an_error_within_idle_s_never_hangs() -> None:
+    """The wait for a decode seat is a silence in the stream, bounded by ``timeouts.idle_s``: the client has
+    its first token, then an error event (503, naming the limit); the request leaves the router's queue."""
+    from polyserve.core.fleet import RoutingDecision
+
+    async def main():
+        async with harness(2, {**_disagg_doc("minimal"), "timeouts": {"idle_s": 0.3}}) as h:
+            router = h.gateway.dispatcher.router
+            route = router.route
+            router.route = lambda req, fleet, now, phase: (  # every decode seat is taken
+                RoutingDecision.wait("test: no decode seat") if phase == "decode" else route(req, fleet, now, phase))
+            t0 = time.perf_counter()
+            s = await read_stream(h.client, completion(6, 5))
+            h_gw.append(h.gateway)
+            return s, time.perf_counter() - t0, h.gateway.dispatcher, h.fleet.seen
+
+    h_gw: list = []
+    (status, _headers, events), took, d, seen = run(main())
+    assert status == 200 and len(texts(events[:-1])) == 1, "the first token went out before the hand-off"
+    err = events[-1]["error"]
+    assert err["code"] == 503 and "timeouts.idle_s" in err["message"]
+    assert 0.3 <= took < 5.0
+    assert not d.driver.waiting and not d.fleet.entries
+    assert not seen.get("e1"), "no decode leg was sent"
+    assert outcomes(h_gw[0])["failed"] == 1
+
+
 def test_roles_must_be_all_mixed_or_prefill_and_decode() -> None:
     from polyserve.core.errors import ConfigError
 

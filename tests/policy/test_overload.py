@@ -10,15 +10,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from polyserve.control import FleetDriver
+from polyserve.control.driver import DriverOptions, HostBase
 from polyserve.core.errors import ConfigError
+from polyserve.core.fleet import RoutingDecision
 from polyserve.experiments.runner import PolicySpec, run_workload
 from polyserve.metrics.records import SHED
 from polyserve.policy import ROUTERS
+from polyserve.policy.base import RouterBase
 from polyserve.policy.overload import LostCauseTest, check_overload_mode
 from polyserve.sim.config import SimConfig
 from polyserve.workload import WorkloadSpec, build_workload
 
-from .helpers import model, req, tiers
+from .helpers import fleet, model, req, tiers
 
 ALL = ROUTERS.names()
 COLOCATED_ONLY = {"co-chunk"}
@@ -33,8 +37,16 @@ def test_lost_once_even_an_idle_server_cannot_make_the_ttft():
     assert t.lost_info(r, 0.58, "prefill")
 
 
-def test_a_request_in_its_decode_phase_is_never_lost():
-    assert not LostCauseTest(model()).lost_info(req(1, 0), 100.0, "decode")
+def test_a_decode_is_lost_once_its_second_token_cannot_be_on_time():
+    """Token 2 of that t20 request is due at 0.6 + 0.02 = 0.62 s; the shortest decode iteration (one sequence,
+    no KV) is b0 + b2 = 6.776 ms: lost at 0.614 s (0.6208 > 0.62), not at 0.613 s (0.6198)."""
+    t = LostCauseTest(model())
+    r = req(1, 0)
+    assert t.min_decode_s == pytest.approx(0.006776, abs=2e-6)
+    assert t.lost_info(r, 0.614, "decode")
+    assert not t.lost_info(r, 0.613, "decode")
+    # each phase is judged on its own next token: at 0.59 s the first token is out of reach, the second is not
+    assert t.lost_info(r, 0.59, "mixed") and not t.lost_info(r, 0.59, "decode")
 
 
 def test_unknown_overload_mode_is_refused_naming_the_allowed_ones():
@@ -89,3 +101,57 @@ def test_a_shed_request_was_lost_when_it_was_shed():
     for i in np.nonzero(r.status == SHED)[0].tolist():
         deadline = float(wl.arrival_s[i] + wl.ttft_ms[i] / 1e3)
         assert t.lost(int(wl.input_tokens[i]), deadline + 1e-9, r.finish[i] / 1e9)
+
+
+# ---- decode-phase lost causes: served after every attainable decode, never shed ----------------------------
+
+
+class Host(HostBase):
+    def __init__(self) -> None:
+        self.dispatched: list[tuple[int, str]] = []
+        self.ended: list[tuple[int, str]] = []
+        self.lost_rids: list[int] = []
+
+    def dispatch(self, info, sid, phase, promoted, now) -> None:
+        self.dispatched.append((info.rid, phase))
+
+    def end(self, info, outcome, reason, now) -> None:
+        self.ended.append((info.rid, outcome))
+
+    def lost(self, info, now) -> None:
+        self.lost_rids.append(info.rid)
+
+
+class Gate(RouterBase):
+    """Prefills go to server 0; decodes wait until ``open``, then go to server 1, one per call."""
+
+    name = "gate"
+
+    def __init__(self) -> None:
+        self.open = False
+
+    def route(self, req, fleet, now, phase) -> RoutingDecision:
+        if phase == "prefill":
+            return RoutingDecision.to(0, "prefill")
+        return RoutingDecision.to(1, "decode") if self.open else RoutingDecision.wait("no decode seat")
+
+
+@pytest.mark.parametrize("shed", [True, False])
+def test_a_lost_decode_is_never_shed_and_goes_behind_every_attainable_one(shed):
+    f = fleet(2, roles=["prefill", "decode"])
+    router, host = Gate(), Host()
+    d = FleetDriver(f, router, host, LostCauseTest(model()), DriverOptions(shed=shed, colocated=False))
+    d.start(0.0)
+    early = req(1, tier=0, arrival=0.0)  # t20, 1000 tokens: token 2 due at 0.62 s
+    late = req(2, tier=0, arrival=0.5)  # token 2 due at 1.12 s
+    for r in (early, late):
+        d.arrive(r, r.arrival)
+        d.first_token(r.rid, r.arrival + 0.05, 1)
+        d.handoff(r, r.arrival + 0.05)  # no decode seat: both wait in the router, early first
+    assert host.dispatched == [(1, "prefill"), (2, "prefill")]
+    router.open = True
+    d.retry_pending(0.7)  # early's token 2 can no longer be on time; late's still can
+    assert host.lost_rids == [1], "the late-for-certain decode is reported as a certain miss"
+    assert host.ended == [], "a request that has streamed its first token is never shed"
+    assert host.dispatched[2:] == [(2, "decode"), (1, "decode")], "the attainable decode is seated first"
+    assert not d.waiting

@@ -269,8 +269,9 @@ class FleetDriver:
     def retry_pending(self, now: float) -> None:
         """Re-route pending requests: decode phase first, tightest tier first, oldest first, heads only (so a
         retry costs O(tiers) however long the queues grow). Lost causes leave the tier queues as they reach
-        the head: shed with the reason, or (``serve``) moved to the phase's lost queue, reported to the host
-        as certain misses, and retried only once no attainable request of that phase is waiting."""
+        the head: shed with the reason, or (``serve``, and always in the decode phase, whose requests have streamed
+        their first token) moved to the phase's lost queue, reported to the host as certain misses, and retried
+        only once no attainable request of that phase is waiting."""
         f = self.fleet
         waiting = self.waiting
         lost_fn = self.lost_test.lost_info
@@ -284,7 +285,7 @@ class FleetDriver:
                         continue
                     if lost_fn(info, now, phase):  # type: ignore[arg-type]
                         q.popleft()
-                        if self.options.shed:
+                        if self.options.shed and phase != "decode":  # (a decode has streamed its first token)
                             self._end(info, "shed", f"{LOST_REASON} (pending in the router)", now)
                             continue
                         lost_q.append(info)

@@ -634,11 +634,17 @@ class Gateway:
             await send({"type": "http.response.body", "body": head + first, "more_body": True})
         fut = d.handoff(info)
         attempts = 0
+        seat_s = self.config.timeouts.idle_s
         while True:  # ---- decode leg
             try:
-                sid = fut.result() if fut.done() else await fut
+                # the wait for a decode seat is a silence in the stream: bounded like one (a request whose next
+                # token can no longer be on time waits behind every one that can, so it could wait long)
+                sid = fut.result() if fut.done() else await asyncio.wait_for(fut, seat_s)
             except (Shed, Refused) as e:
                 return await self._fail_after_first(send, live, stream, f"no decode server: {e}")
+            except TimeoutError:
+                msg = f"overloaded: no decode server within {seat_s:g} s (timeouts.idle_s)"
+                return await self._fail_after_first(send, live, stream, msg, 503)
             backend = self.backends[sid]
             try:
                 await self._ready(sid)
@@ -714,15 +720,15 @@ class Gateway:
             raise UpstreamFailure("broken", f"{backend.url} {what} before the first token", retryable=True)
         return scanner.events
 
-    async def _fail_after_first(self, send: Send, live: _Live, stream: bool, message: str) -> str:
+    async def _fail_after_first(self, send: Send, live: _Live, stream: bool, message: str, status: int = 502) -> str:
         """The first token went out (streaming) but the decode leg cannot be served: end with an error."""
         self.dispatcher.finish(live.info.rid, None)
         live.complete = True
         if stream:
-            tail = b"data: " + error_bytes(502, message) + b"\n\n"
+            tail = b"data: " + error_bytes(status, message) + b"\n\n"
             await send({"type": "http.response.body", "body": tail, "more_body": False})
         else:
-            await _send_error(send, GatewayError(502, message))
+            await _send_error(send, GatewayError(status, message))
         return "failed"
 
     def _attempt_timeout(self, live: _Live) -> tuple[float, str]:
