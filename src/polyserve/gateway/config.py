@@ -67,7 +67,9 @@ class Timeouts:
     # one attempt also gives up once the request has waited first_token_slo_factor x its TTFT SLO (at least
     # 1 s), and is re-routed: a hung backend holds a request seconds, not minutes (0: no such limit)
     first_token_slo_factor: float = 2.0
-    idle_s: float = 30.0  # longest silence between two chunks of a stream before it counts as stalled
+    # longest silence between two chunks of a stream before it counts as stalled; disaggregated, also the longest
+    # wait for a decode seat after the first token (then the stream ends with a 503 error event)
+    idle_s: float = 30.0
     scrape_s: float = 2.0  # one GET /metrics
     # how long an idle client connection stays open. Longer than clients' own idle expiry (httpx and the
     # openai client: 5 s), so the client, never the gateway, closes an idle keep-alive connection: when a
