@@ -7,7 +7,7 @@ the work bound depends only on the workload), so a row computed in a later run w
 probe settings and seeds is exactly the row a full rerun would give. Use it after changing one policy, to
 re-measure only that policy's rows. Rows of NEW that BASE lacks are appended; ``--drop`` removes the rows of a
 policy that no longer exists (a renamed variant). Refuses to merge outputs whose settings differ (it names the
-field).
+field); the trace may be named by two paths (runs from two checkouts) when it is the same file.
 """
 
 from __future__ import annotations
@@ -35,6 +35,12 @@ def main() -> int:
     a = ap.parse_args()
     base_d = json.loads((a.base / "compare_details.json").read_text())
     new_d = json.loads((a.new / "compare_details.json").read_text())
+    trace = _same_trace(base_d["meta"]["trace"], new_d["meta"]["trace"])
+    if trace is None:
+        print(f"merge_compare: meta.trace differs between {a.base} and {a.new} (another file); refusing to merge",
+              file=sys.stderr)
+        return 2
+    base_d["meta"]["trace"] = new_d["meta"]["trace"] = trace
     for k in SAME:
         x, y = base_d["meta"][k], new_d["meta"][k]
         if isinstance(x, dict) and isinstance(y, dict):
@@ -88,6 +94,20 @@ def main() -> int:
     (a.out / "compare_details.json").write_text(json.dumps(details, indent=2) + "\n", encoding="utf-8")
     print(f"replaced {replaced} rows; wrote " + ", ".join(str(f) for f in files))
     return 0
+
+
+def _same_trace(x: str, y: str) -> str | None:
+    """The trace both runs read, as a path that exists here, or None if they read different files. The same
+    path, or the same file name in two checkouts (``meta.trace`` is the path as given, so a run from another
+    checkout names the same shipped trace differently): byte-identical when both paths exist."""
+    if x == y:
+        return x
+    px, py = Path(x), Path(y)
+    if px.name != py.name:
+        return None
+    if px.exists() and py.exists():
+        return y if px.read_bytes() == py.read_bytes() else None
+    return y if py.exists() else x
 
 
 if __name__ == "__main__":
