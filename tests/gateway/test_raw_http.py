@@ -186,6 +186,17 @@ def test_pipelined_requests_are_each_answered(gw) -> None:
     assert check_errors(raw) == [200, 200, 200]
 
 
+def test_responses_do_not_name_the_server_software(gw) -> None:
+    """No ``server: uvicorn`` header (it tells a client what software to attack); a forwarded-for header is
+    just a header (the proxy-headers middleware is off: the gateway never reads the client's address)."""
+    one = (b"POST /v1/completions HTTP/1.1\r\nhost: x\r\nx-forwarded-for: 10.9.9.9\r\ncontent-length: %d\r\n\r\n%s"
+           % (len(GOOD), GOOD))
+    raw, _ = exchange(gw.url, [one + b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"])
+    responses, _ = parse(raw)
+    assert [c for c, _, _ in responses] == [200, 200]
+    assert all(b"\r\nserver:" not in b"\r\n" + h and not h.startswith(b"server:") for _, h, _ in responses)
+
+
 def test_a_head_sent_a_byte_at_a_time_is_cut_off_with_a_408(gw) -> None:
     """Slowloris: the head must be whole within request_head_s of its first byte, however steady the drip."""
     head = b"POST /v1/completions HTTP/1.1\r\nhost: x\r\n" + b"".join(b"x-%d: v\r\n" % i for i in range(40))

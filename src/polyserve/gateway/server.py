@@ -58,6 +58,10 @@ def serve_app(
             timeout_keep_alive=cfg.timeouts.keep_alive_s,  # type: ignore[arg-type]  # a float works
             http=guarded_protocol(cfg.timeouts.request_head_s),
             ws="none",
+            # no X-Forwarded-* rewriting (the gateway never reads the client's address; one middleware layer
+            # less per request, ~20-90 us of the first token's path, one stream) and no "server: uvicorn"
+            proxy_headers=False,
+            server_header=False,
             lifespan="on",
         )
     )
