@@ -25,9 +25,10 @@ The algorithm (``../shared/design/polyserve.md`` §2; choices the paper leaves o
       tight slack, until they are shed) where scale-up first attains 99.5%. So scale-up comes first;
    c'. *ours*: a tier that owns no server at all, with none idle, takes the least loaded looser-tier tail
       server whose batch still fits its TPOT (a fleet with fewer servers than tiers would else starve it);
-   d. else **pending**: the driver retries on every completion and tick. Once the request's TTFT can no
-      longer be met it is a lost cause: the driver's overload contract (``overload.py``, the same for every
-      router) sheds it or serves it after every attainable request; when it is served, the router places
+   d. else **pending**: the driver retries on every completion and tick. Once the request's TTFT (a
+      decode's: its second token) can no longer be met it is a lost cause: the driver's overload contract
+      (``overload.py``, the same for every router) sheds it (never a decode) or serves it after every
+      attainable request of its phase; when it is served, the router places
       it as soon as a server has *batch* room (TPOT and KV still protected for everyone else), so it
       completes late instead of hanging.
 3. **Attainable?** From a linear cost surrogate of the latency model (``cost.py``), in O(1) per server:
