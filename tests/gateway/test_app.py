@@ -290,18 +290,17 @@ def test_a_decode_that_gets_no_seat_ends_with_an_error_within_idle_s_never_hangs
                 RoutingDecision.wait("test: no decode seat") if phase == "decode" else route(req, fleet, now, phase))
             t0 = time.perf_counter()
             s = await read_stream(h.client, completion(6, 5))
-            h_gw.append(h.gateway)
-            return s, time.perf_counter() - t0, h.gateway.dispatcher, h.fleet.seen
+            return s, time.perf_counter() - t0, h.gateway, h.fleet.seen
 
-    h_gw: list = []
-    (status, _headers, events), took, d, seen = run(main())
+    (status, _headers, events), took, gw, seen = run(main())
+    d = gw.dispatcher
     assert status == 200 and len(texts(events[:-1])) == 1, "the first token went out before the hand-off"
     err = events[-1]["error"]
     assert err["code"] == 503 and "timeouts.idle_s" in err["message"]
     assert 0.3 <= took < 5.0
     assert not d.driver.waiting and not d.fleet.entries
     assert not seen.get("e1"), "no decode leg was sent"
-    assert outcomes(h_gw[0])["failed"] == 1
+    assert outcomes(gw)["failed"] == 1
 
 
 def test_roles_must_be_all_mixed_or_prefill_and_decode() -> None:

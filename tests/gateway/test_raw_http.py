@@ -194,7 +194,7 @@ def test_responses_do_not_name_the_server_software(gw) -> None:
     raw, _ = exchange(gw.url, [one + b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"])
     responses, _ = parse(raw)
     assert [c for c, _, _ in responses] == [200, 200]
-    assert all(b"\r\nserver:" not in b"\r\n" + h and not h.startswith(b"server:") for _, h, _ in responses)
+    assert all(b"\r\nserver:" not in b"\r\n" + h for _, h, _ in responses)
 
 
 def test_a_head_sent_a_byte_at_a_time_is_cut_off_with_a_408(gw) -> None:
