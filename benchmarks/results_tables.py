@@ -3,7 +3,13 @@
     .venv/bin/python benchmarks/results_tables.py runs/compare [--title TEXT]
 
 Reads ``compare.json``, ``compare_<model>.json`` (if any) and ``compare_details.json``; prints one table per
-file plus the headline ratios and, when present, the fleet-size sweep. Numbers are printed as measured.
+file plus the headline ratios, issue 9's targets against capacity and, when present, the fleet-size sweep.
+Numbers are printed as measured.
+
+The targets table asks whether a missed target is a tier or tail problem or a capacity one. A policy's
+tail-bounded goodput can never exceed its own overall goodput (every tier >= 90% attained implies >= 90%
+overall), so when a target rate lies above the largest overall goodput *any* policy reached, no better tier
+balance or tail handling reaches it: only more raw capacity would.
 """
 
 from __future__ import annotations
@@ -69,6 +75,42 @@ def headline_lines(head: dict) -> list[str]:
     return out
 
 
+# issue 9: PolyServe's tail-bounded goodput over the best paper baseline (random/minimal/co-chunk), per mode,
+# and over the best of every other registered policy (both modes)
+TARGET_PAPER = {"colocated": 1.18, "disaggregated": 1.23}
+TARGET_OTHER = 1.10
+
+
+def target_lines(head: dict, rows: list[dict]) -> list[str]:
+    """One row per (mode, target): the rate the target asks for, PolyServe's tail-bounded and overall goodput,
+    the largest overall goodput of any policy in that mode, and the verdict (met, or missed and by how much)."""
+    out = ["| mode | target | needs req/s | PolyServe tail-bounded | PolyServe overall | largest overall (policy) "
+           "| verdict |", "|---|---|---|---|---|---|---|"]
+    for mode in ("colocated", "disaggregated"):
+        h = head.get(mode)
+        live = [r for r in rows if r.get("mode") == mode and not r.get("na") and r.get("goodput_rps") is not None]
+        if not isinstance(h, dict) or not live:
+            continue
+        top = max(live, key=lambda r: r["goodput_rps"])
+        ps = h.get("polyserve_goodput_rps_tail_bounded")
+        for what, k, base in (("paper", TARGET_PAPER[mode], h.get("best_paper")),
+                              ("other", TARGET_OTHER, h.get("best_other"))):
+            ref = h.get(f"best_{what}_goodput_rps_tail_bounded")
+            if ps is None or ref is None:
+                continue
+            need = k * ref
+            if ps >= need:
+                verdict = "met"
+            else:
+                verdict = f"missed by {need / ref - ps / ref:.3f}x"
+                verdict += ("; above every policy's overall goodput" if need > top["goodput_rps"]
+                            else "; within the overall goodput PolyServe or another policy reached")
+            out.append(f"| {mode} | {k:.2f}x {base} ({_f(ref)}) | {_f(need)} | {_f(ps)} | "
+                       f"{_f(h.get('polyserve_goodput_rps'))} | {_f(top['goodput_rps'])} ({top['policy']}) | "
+                       f"{verdict} |")
+    return out if len(out) > 2 else []
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dir", type=Path)
@@ -90,6 +132,11 @@ def main() -> None:
     head = details.get("headline") or {}
     for line in headline_lines(head):
         print(line)
+    main_rows = json.loads((args.dir / "compare.json").read_text())
+    targets = target_lines(head, main_rows)
+    if targets:
+        print("\nissue 9's targets against capacity (tail-bounded <= overall for every policy):\n")
+        print("\n".join(targets))
     sens = head.get("sensitivity")
     if isinstance(sens, dict):
         print("\nsensitivity model:")
