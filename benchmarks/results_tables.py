@@ -1,6 +1,6 @@
 """Markdown tables of a ``polyserve compare`` output directory (what README "Results" shows).
 
-    .venv/bin/python benchmarks/results_tables.py runs/compare [--title TEXT]
+    .venv/bin/python benchmarks/results_tables.py runs/compare
 
 Reads ``compare.json``, ``compare_<model>.json`` (if any) and ``compare_details.json``; prints one table per
 file plus the headline ratios, issue 9's targets against capacity and, when present, the fleet-size sweep.
