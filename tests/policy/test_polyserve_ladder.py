@@ -268,17 +268,40 @@ def test_prefill_queue_keeps_half_the_ttft_slack_for_requests_that_jump_it():
     cap = f.config.max_num_batched_tokens
     # the most 1000-token prompts that may wait ahead: their prefill plus this prompt's fits in 300 ms (half of 600)
     fits = max(k for k in range(64) if c.prefill_seconds((k + 1) * 1000, cap) <= 0.3)
-    for k in range(fits):
-        f.on_dispatch(req(100 + k, T100, input_tokens=1000), 0, 0.0)
+    for k in range(fits):  # prompts of its own tier: EDF runs none of them after it, so each counts whole
+        f.on_dispatch(req(100 + k, T20, input_tokens=1000), 0, 0.0)
     d = router().route(r, f, 0.0, "prefill")
     assert (d.action, d.server) == ("dispatch", 0)
-    f.on_dispatch(req(200, T100, input_tokens=1000), 0, 0.0)
+    f.on_dispatch(req(200, T20, input_tokens=1000), 0, 0.0)
     assert router(adaptive_split=False).route(r, f, 0.0, "prefill").action == "pending"
     assert router(prefill_slack_share=1.0).route(r, f, 0.0, "prefill").server == 0, "the whole slack would fit"
     # adaptive split (default): the idle decode server becomes a prefill server
     d = router().route(r, f, 0.0, "prefill")
     assert (d.action, d.server) == ("dispatch", 1)
     assert d.scale == (ScaleAction(1, True, None, "prefill pool full", role="prefill"),)
+
+
+@pytest.mark.parametrize("weight", [0.5, 1.0])
+def test_prefill_queue_counts_looser_tiers_prompts_at_the_looser_weight(weight):
+    """The pool runs EDF, so a t20 prompt passes queued t100 prompts: they count at ``prefill_looser_weight``
+    (default 1.0: every queued deadline stays protected), its own tier's at full weight."""
+    from polyserve.policy.cost import fit_cost
+
+    c = None
+    r = req(1, T20, input_tokens=1000)  # TTFT 600 ms, half of it 300 ms
+    for tier, w in ((T100, weight), (T20, 1.0)):
+        f = fleet(roles=["prefill", "decode"])
+        activate(f, 0, None)
+        c = c or fit_cost(f.model)
+        cap = f.config.max_num_batched_tokens
+        fits = max(k for k in range(256) if c.prefill_seconds(int(k * 1000 * w) + 1000, cap) <= 0.3)
+        for k in range(fits):
+            f.on_dispatch(req(100 + k, tier, input_tokens=1000), 0, 0.0)
+        rt = router(prefill_looser_weight=weight, adaptive_split=False)
+        assert rt.route(r, f, 0.0, "prefill").server == 0, (tier, fits)
+        f.on_dispatch(req(999, tier, input_tokens=1000), 0, 0.0)
+        assert rt.route(r, f, 0.0, "prefill").action == "pending", (tier, fits)
+    assert PolyServeOptions().prefill_looser_weight == 1.0
 
 
 def test_prefill_admission_counts_the_kv_hand_off_before_the_second_token():
