@@ -304,6 +304,14 @@ def test_prefill_queue_counts_looser_tiers_prompts_at_the_looser_weight(weight):
     assert PolyServeOptions().prefill_looser_weight == 1.0
 
 
+@pytest.mark.parametrize("weight", [-0.1, 1.5])
+def test_prefill_looser_weight_outside_0_to_1_is_a_config_error_naming_the_range(weight):
+    from polyserve.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"prefill_looser_weight=.*: allowed 0 to 1"):
+        PolyServeOptions(prefill_looser_weight=weight)
+
+
 def test_prefill_admission_counts_the_kv_hand_off_before_the_second_token():
     """An idle prefill server, a 1000-token t20 prompt routed 0.55 s after arrival (the whole slack usable):
     its prefill (26.3 ms) fits the 50 ms left, but a 30 us/token hand-off (30 ms) pushes the second token

@@ -96,8 +96,9 @@ class PolyServeOptions:
     # tiers' at this weight (EDF runs the new prompt before them; 1.0 keeps every queued deadline protected).
     # Measured (ours; disaggregated, 150 s probes, 50 s warm-up, tail-bounded): 0.5 gave, on seed 0,
     # conversation 304.8 -> 310.3 req/s and code trace 578.0 -> 583.4, but over 3 seeds the conversation mean
-    # moved 305.3 -> 306.3 (310.3 / 305.0 / 303.5), inside the seed spread, so the default stays 1.0; 0 (the
-    # pure EDF count: queued looser prompts unprotected) collapses to 48.5 and 38.8 req/s
+    # moved 305.3 -> 306.3 (310.3 / 305.0 / 303.5) and the code trace's 575.9 -> 579.5, inside the seed spread,
+    # so the default stays 1.0; 0 (the pure EDF count: queued looser prompts unprotected) collapses to 48.5
+    # and 38.8 req/s
     prefill_looser_weight: float = 1.0
     tpot_headroom: float = 0.95  # fraction of the host TPOT a predicted decode iteration may use
     kv_headroom: float = 0.95  # fraction of KV capacity the predicted peak may use
@@ -119,6 +120,11 @@ class PolyServeOptions:
     # (150 s probes, 50 s warm-up, seed 0, tail-bounded): conversation disaggregated 287.4 -> 289.8 req/s,
     # co-located 315.9 -> 318.7; code trace disaggregated 560.4 -> 578.0, co-located 541.9 both
     rebalance_backlog: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.prefill_looser_weight <= 1.0:
+            raise ConfigError(f"polyserve option prefill_looser_weight={self.prefill_looser_weight}: allowed 0 to 1 "
+                              "(the share of a prefill server's queued looser-tier prompts counted ahead)")
 
 
 PREFILL = -1  # the prefill pool's key where tier indices are used (rebalancing, reservations)
