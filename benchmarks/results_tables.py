@@ -102,7 +102,7 @@ def target_lines(head: dict, rows: list[dict]) -> list[str]:
             if ps >= need:
                 verdict = "met"
             else:
-                verdict = f"missed by {need / ref - ps / ref:.3f}x"
+                verdict = f"missed by {k - ps / ref:.3f}x"
                 verdict += ("; above every policy's overall goodput" if need > top["goodput_rps"]
                             else "; within the overall goodput PolyServe or another policy reached")
             out.append(f"| {mode} | {k:.2f}x {base} ({_f(ref)}) | {_f(need)} | {_f(ps)} | "
@@ -117,10 +117,13 @@ def main() -> None:
     args = ap.parse_args()
     details = json.loads((args.dir / "compare_details.json").read_text())
     tiers: list[str] = []
+    main_rows: list[dict] = []
     for f in sorted(args.dir.glob("compare*.json")):
         if f.name == "compare_details.json":
             continue
         rows = json.loads(f.read_text())
+        if f.name == "compare.json":
+            main_rows = rows
         for r in rows:
             for t in r.get("attainment_by_tier") or {}:
                 if t not in tiers:
@@ -132,7 +135,6 @@ def main() -> None:
     head = details.get("headline") or {}
     for line in headline_lines(head):
         print(line)
-    main_rows = json.loads((args.dir / "compare.json").read_text())
     targets = target_lines(head, main_rows)
     if targets:
         print("\nissue 9's targets against capacity (tail-bounded <= overall for every policy):\n")

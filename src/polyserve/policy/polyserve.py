@@ -236,9 +236,11 @@ class PolyServeRouter(RouterBase):
         if phase == "prefill":
             if lost_cause:
                 return True
-            own = sum(s.prefill_by_tier[: req.tier + 1])
-            ahead = own + o.prefill_looser_weight * (s.prefill_tokens - own)
-            eta = c.prefill_seconds(int(ahead) + req.input_tokens, cfg.max_num_batched_tokens)
+            ahead = s.prefill_tokens
+            if o.prefill_looser_weight < 1.0:  # the default 1.0 counts the whole queue: no per-tier sum
+                own = sum(s.prefill_by_tier[: req.tier + 1])
+                ahead = own + int(o.prefill_looser_weight * (ahead - own))
+            eta = c.prefill_seconds(ahead + req.input_tokens, cfg.max_num_batched_tokens)
             if eta > o.prefill_slack_share * (req.ttft_deadline - now):
                 return False
             # the second token: the KV hand-off and one decode iteration (at most the TPOT) after the first
