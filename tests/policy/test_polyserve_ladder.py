@@ -16,7 +16,7 @@ import random
 
 import pytest
 
-from polyserve.core.fleet import RoutingDecision, ScaleAction
+from polyserve.core.fleet import RequestInfo, RoutingDecision, ScaleAction
 from polyserve.policy.polyserve import PolyServeOptions, PolyServeRouter
 
 from .helpers import activate, fleet, load, req, tiers
@@ -48,10 +48,37 @@ def test_a_own_tier_picks_the_most_loaded_server_that_can_still_meet_the_slo():
 
 
 def test_a_own_tier_boundary_37_fits_38_does_not():
-    """The hand-computed boundary: a t20 server with 37 requests is chosen over one with 5; 38 is skipped."""
+    """The hand-computed boundary with the whole TTFT slack usable (``mixed_slack_share=1.0``): a t20 server
+    with 37 requests is chosen over one with 5; 38 is skipped."""
     f = build(4, {0: (T20, 5), 1: (T20, 37), 2: (T20, FULL_T20)})
+    d = router(mixed_slack_share=1.0).route(req(1, T20), f, 0.0, "mixed")
+    assert (d.action, d.server, d.promoted) == ("dispatch", 1, False)
+
+
+def test_a_first_token_may_fill_only_the_slack_share_so_the_default_boundary_is_32_fits_33_does_not():
+    """The default ``mixed_slack_share`` (0.3): the first token must come within 0.3 * 600 = 180 ms, so at
+    most 9 iterations of 20 ms, chunk >= 112 tokens: 12.528 ms - 0.3044 ms * n >= 2.218 ms -> n <= 33, so a
+    t20 server with 32 requests is the most loaded one that takes it, and 33 is skipped for the next one."""
+    assert PolyServeOptions().mixed_slack_share == 0.3
+    f = build(4, {0: (T20, 5), 1: (T20, 32), 2: (T20, 33)})
     d = router().route(req(1, T20), f, 0.0, "mixed")
     assert (d.action, d.server, d.promoted) == ("dispatch", 1, False)
+    f = build(2, {0: (T20, 33), 1: (T20, 34)})  # no idle server to scale up
+    assert router().route(req(1, T20), f, 0.0, "mixed").action == "pending"
+    assert router(mixed_slack_share=1.0).route(req(1, T20), f, 0.0, "mixed").server == 1
+
+
+def test_a_an_empty_server_admits_a_first_token_anywhere_within_the_whole_slack():
+    """A 30 ms TTFT: one 20 ms iteration is over 0.3 of it, but an empty server has no queue and no batch to
+    make the estimate optimistic, so it takes the request (by scale-up) rather than leave it to miss."""
+    f = fleet(1)
+    r = RequestInfo(1, 0.0, 100, T20, 0.030, 0.020, None)
+    d = router().route(r, f, 0.0, "mixed")
+    assert (d.action, d.server) == ("dispatch", 0) and d.scale and d.scale[0].activate
+    activate(f, 0, T20)
+    load(f, 0, 1, tier=T20)
+    assert router().route(r, f, 0.0, "mixed").action == "pending", "one request on it: the share applies"
+    assert router(mixed_slack_share=1.0).route(r, f, 0.0, "mixed").server == 0
 
 
 @pytest.mark.parametrize("literal_order", [False, True])
@@ -95,8 +122,9 @@ def test_b_a_promoted_request_leaves_the_reserve_free_for_the_host_tier():
     steps), but not while keeping 4 seats free for t20's own arrivals (n = 42: 19.3 ms): not promoted by
     default (and no idle server: it waits), promoted with ``promotion_reserve=0``."""
     f = build(2, {0: (T20, FULL_T20 - 1), 1: (T30, FULL_T30)})
-    assert router(promotion_reserve=0).route(req(1, T30), f, 0.0, "mixed").server == 0
-    assert router().route(req(1, T30), f, 0.0, "mixed").action == "pending"
+    full_slack = {"mixed_slack_share": 1.0}  # the arithmetic above uses the whole TTFT slack
+    assert router(promotion_reserve=0, **full_slack).route(req(1, T30), f, 0.0, "mixed").server == 0
+    assert router(**full_slack).route(req(1, T30), f, 0.0, "mixed").action == "pending"
 
 
 def test_b_no_promotion_to_a_looser_tier():
@@ -310,6 +338,15 @@ def test_prefill_looser_weight_outside_0_to_1_is_a_config_error_naming_the_range
 
     with pytest.raises(ConfigError, match=r"prefill_looser_weight=.*: allowed 0 to 1"):
         PolyServeOptions(prefill_looser_weight=weight)
+
+
+@pytest.mark.parametrize("name", ["mixed_slack_share", "prefill_slack_share"])
+@pytest.mark.parametrize("share", [0.0, -0.2, 1.5])
+def test_a_slack_share_outside_0_to_1_is_a_config_error_naming_the_option(name, share):
+    from polyserve.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"{name}={share}: allowed above 0, at most 1"):
+        PolyServeOptions(**{name: share})
 
 
 def test_prefill_admission_counts_the_kv_hand_off_before_the_second_token():
