@@ -276,15 +276,11 @@ class PolyServeRouter(RouterBase):
         # (else a TTFT shorter than an iteration over the share could never be admitted, not even by scale-up)
         share = o.mixed_slack_share if s.num_requests else 1.0
         if o.wait_aware:
-            first = now + eta
-            deadline = req.ttft_deadline
-            if eta > share * (deadline - now):
-                return False
+            first, deadline, left = now + eta, req.ttft_deadline, req.ttft_deadline - now
         else:
-            first = eta
-            deadline = req.ttft_slo
-            if first > share * deadline:
-                return False
+            first, deadline, left = eta, req.ttft_slo, req.ttft_slo
+        if eta > share * left:
+            return False
         return first + host_tpot <= deadline + req.tpot_slo
 
     def _pick(
