@@ -39,6 +39,7 @@ def snapshot(f: FleetState):
           s.expected_output, tuple(s.tier_counts), tuple(s.prefill_by_tier)) for s in f.servers],
         {rid: (e.server, e.first_token_at) for rid, e in f.entries.items()},
         {k: [dict(b) for b in idx.buckets] for k, idx in f._index.items()},
+        {role: f.num_idle(role) for role in ("mixed", "prefill", "decode")},
     )
 
 
@@ -58,6 +59,8 @@ def check_invariants(f: FleetState) -> None:
         assert (s.num_requests == 0) == (s.became_empty_at is not None)
         if not s.active:
             assert s.num_requests == 0, "an inactive server holds no requests"
+    for role in {s.role for s in f.servers}:
+        assert f.num_idle(role) == len(f.idle_servers(role)), f"idle count of {role} servers"
     # a request on at most one server: the entries' servers account for every outstanding request once
     assert sum(s.num_requests for s in f.servers) == len(f.entries)
     assert all(e.info.rid == rid for rid, e in f.entries.items())
@@ -105,9 +108,18 @@ class LedgerMachine(RuleBasedStateMachine):
         self.now += dt
         return self.now
 
-    @rule(sid=st.integers(0, N_SERVERS - 1), tier=st.none() | st.integers(0, 1), dt=st.floats(0, 1))
-    def activate(self, sid, tier, dt):
-        self.f.apply_scale(ScaleAction(sid, True, tier, "test"), self._tick(dt))
+    @rule(sid=st.integers(0, N_SERVERS - 1), tier=st.none() | st.integers(0, 1), dt=st.floats(0, 1),
+          role=st.none() | st.sampled_from(["mixed", "prefill", "decode"]))
+    def activate(self, sid, tier, dt, role):
+        s = self.f.servers[sid]
+        if role is not None and role != s.role and (s.active or s.num_requests):
+            before = snapshot(self.f)
+            with pytest.raises(ValueError, match="only an idle server may become"):
+                self.f.apply_scale(ScaleAction(sid, True, tier, "test", role=role), self._tick(dt))
+            assert snapshot(self.f) == before, "a refused role change leaves the ledger unchanged"
+        else:
+            self.f.apply_scale(ScaleAction(sid, True, tier, "test", role=role), self._tick(dt))
+            assert s.active and s.role == (role or s.role)
 
     @rule(sid=st.integers(0, N_SERVERS - 1), dt=st.floats(0, 1))
     def deactivate(self, sid, dt):
@@ -222,4 +234,16 @@ def test_only_an_idle_server_changes_role_and_its_index_follows():
     with pytest.raises(ValueError, match="only an idle server may become prefill"):
         f.apply_scale(ScaleAction(2, True, None, "test", role="prefill"), 0.0)
     assert snapshot(f) == before and 2 in set(f.index(0, "decode").ascending())
+    check_invariants(f)
+
+
+def test_the_idle_count_follows_a_fleet_started_all_active_then_all_idle():
+    """``set_active_all`` / ``set_idle_all`` (a run's starting fleet) keep ``num_idle`` equal to the idle pool."""
+    f = new_fleet()
+    assert (f.num_idle("mixed"), f.num_idle("decode"), f.num_idle("prefill")) == (3, 1, 0)
+    f.set_active_all(0.0)
+    assert (f.num_idle("mixed"), f.num_idle("decode")) == (0, 0)
+    check_invariants(f)
+    f.set_idle_all()
+    assert (f.num_idle("mixed"), f.num_idle("decode")) == (3, 1)
     check_invariants(f)

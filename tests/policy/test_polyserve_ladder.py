@@ -58,14 +58,30 @@ def test_a_own_tier_boundary_37_fits_38_does_not():
 def test_a_first_token_may_fill_only_the_slack_share_so_the_default_boundary_is_32_fits_33_does_not():
     """The default ``mixed_slack_share`` (0.3): the first token must come within 0.3 * 600 = 180 ms, so at
     most 9 iterations of 20 ms, chunk >= 112 tokens: 12.528 ms - 0.3044 ms * n >= 2.218 ms -> n <= 33, so a
-    t20 server with 32 requests is the most loaded one that takes it, and 33 is skipped for the next one."""
+    t20 server with 32 requests is the most loaded one that takes it, and 33 is skipped for the next one
+    (a full fleet: no idle server, so the share applies)."""
     assert PolyServeOptions().mixed_slack_share == 0.3
-    f = build(4, {0: (T20, 5), 1: (T20, 32), 2: (T20, 33)})
+    f = build(3, {0: (T20, 5), 1: (T20, 32), 2: (T20, 33)})
     d = router().route(req(1, T20), f, 0.0, "mixed")
     assert (d.action, d.server, d.promoted) == ("dispatch", 1, False)
     f = build(2, {0: (T20, 33), 1: (T20, 34)})  # no idle server to scale up
     assert router().route(req(1, T20), f, 0.0, "mixed").action == "pending"
     assert router(mixed_slack_share=1.0).route(req(1, T20), f, 0.0, "mixed").server == 1
+
+
+def test_a_while_a_server_is_idle_the_whole_slack_counts_so_the_gradient_packs_instead_of_scaling_up():
+    """The same fleet plus one idle server: the share would refuse the 33- and 34-request servers and scale
+    up (one more server paid for); with a server idle the whole slack counts (boundary 37), so the most
+    loaded server, 34, takes it. Once that server is taken (fleet full) the share applies again."""
+    f = build(3, {0: (T20, 5), 1: (T20, 33), 2: (T20, 34)})
+    assert router().route(req(1, T20), f, 0.0, "mixed").server == 0, "full fleet: 34 and 33 refused"
+    f = build(4, {0: (T20, 5), 1: (T20, 33), 2: (T20, 34)})
+    assert f.num_idle("mixed") == 1
+    d = router().route(req(1, T20), f, 0.0, "mixed")
+    assert (d.action, d.server, d.scale) == ("dispatch", 2, ())
+    f = build(4, {0: (T20, 5), 1: (T20, FULL_T20), 2: (T20, FULL_T20)})  # nothing fits even the whole slack
+    d = router().route(req(1, T20), f, 0.0, "mixed")
+    assert d.server == 0, "the 5-request server still fits: no scale-up while a busy server can take it"
 
 
 def test_a_an_empty_server_admits_a_first_token_anywhere_within_the_whole_slack():

@@ -241,9 +241,14 @@ class FleetState:
         self._out_n = [0] * len(tiers)
         self.scaling_actions = 0
         self._index: dict[tuple[int | None, Role], LoadIndex] = {}
+        # idle servers by role, kept by every write that activates, releases or re-roles a server, so a
+        # policy can ask "is any server of this role idle?" in O(1) on every routing decision
+        self._idle: dict[Role, int] = {}
         for s in self.servers:
             if s.active:
                 self._idx(s).add(s.sid, s.num_requests)
+            else:
+                self._idle[s.role] = self._idle.get(s.role, 0) + 1
 
     # ---- load index ---------------------------------------------------------------------------------------
     def _idx(self, s: ServerState) -> LoadIndex:
@@ -269,6 +274,7 @@ class FleetState:
                 s.tier = None
                 s.ready_at = now
                 self._idx(s).add(s.sid, s.num_requests)
+                self._idle[s.role] -= 1
 
     def set_idle_all(self) -> None:
         """Start with every server in the idle pool (tiered policies scale up on demand)."""
@@ -277,6 +283,7 @@ class FleetState:
                 self._idx(s).remove(s.sid, s.num_requests)
                 s.active = False
                 s.tier = None
+                self._idle[s.role] = self._idle.get(s.role, 0) + 1
 
     # ---- reads -----------------------------------------------------------------------------------------
     def expected_output(self, tier: int, max_tokens: int | None = None) -> float:
@@ -293,6 +300,10 @@ class FleetState:
 
     def idle_servers(self, role: Role | None = None) -> list[ServerState]:
         return [s for s in self.servers if not s.active and (role is None or s.role == role)]
+
+    def num_idle(self, role: Role) -> int:
+        """How many servers of ``role`` are in the idle pool (O(1); ``idle_servers`` lists them)."""
+        return self._idle.get(role, 0)
 
     def num_pending(self) -> int:
         return sum(len(q) for q in self.pending) + sum(len(q) for q in self.pending_decode)
@@ -397,10 +408,13 @@ class FleetState:
                     if s.active:
                         self._idx(s).add(s.sid, s.num_requests)
                     raise ValueError(f"server {s.sid} is active as {s.role}; only an idle server may become {a.role}")
+                self._idle[s.role] -= 1
                 s.role = a.role
+                self._idle[s.role] = self._idle.get(s.role, 0) + 1
             if not s.active:
                 s.ready_at = now + cold_start
                 s.became_empty_at = now
+                self._idle[s.role] -= 1
             s.active = True
             s.draining = False
             s.tier = a.tier
@@ -409,6 +423,8 @@ class FleetState:
             if s.num_requests:
                 self._idx(s).add(s.sid, s.num_requests)
                 raise ValueError(f"server {s.sid} still holds {s.num_requests} requests; drain it first")
+            if s.active:
+                self._idle[s.role] = self._idle.get(s.role, 0) + 1
             s.active = False
             s.tier = None
             s.draining = False

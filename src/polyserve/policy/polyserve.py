@@ -42,7 +42,9 @@ The algorithm (``../shared/design/polyserve.md`` §2; choices the paper leaves o
      counted from ``now`` (so router pending time counts), within ``mixed_slack_share`` of the time left to
      ``arrival + TTFT`` (*ours*: the server queues by TTFT deadline, so later and tighter prompts jump ahead
      of an admitted one, and each chunk is sized by the batch's tightest slack, often below the TPOT limit
-     the estimate assumes; admitting to the last millisecond makes admitted prompts miss in the queue);
+     the estimate assumes; admitting to the last millisecond makes admitted prompts miss in the queue).
+     The share applies to a busy server of a full fleet only: an empty server, or any server while one of
+     its role is idle, may fill the whole slack (held back, the request would only scale up one more);
    - second token: the first-token estimate plus one host-TPOT iteration within ``TTFT + TPOT``.
    Disaggregated decode servers do no prefill: only batch, KV and TPOT apply. Prefill servers (a shared
    pool, *ours*) take the most loaded one whose queued prefill still finishes within ``prefill_slack_share``
@@ -273,8 +275,11 @@ class PolyServeRouter(RouterBase):
             return True
         eta = self._first_token_eta(s, req, fleet, c, host_tpot, now)
         # an empty server has no queue to be jumped and no batch to shrink its chunks: the whole slack counts
-        # (else a TTFT shorter than an iteration over the share could never be admitted, not even by scale-up)
-        share = o.mixed_slack_share if s.num_requests else 1.0
+        # (else a TTFT shorter than an iteration over the share could never be admitted, not even by scale-up).
+        # While a server of this role is idle, the whole slack counts too: the share would hold the request
+        # for a scale-up, one more server paid for, where the gradient packs it onto a busy one; the share
+        # guards the queues of a full fleet (measured, docs/results.md)
+        share = o.mixed_slack_share if s.num_requests and not fleet.num_idle(s.role) else 1.0
         if o.wait_aware:
             first, deadline, left = now + eta, req.ttft_deadline, req.ttft_deadline - now
         else:
