@@ -115,7 +115,10 @@ class PolyServeOptions:
     # the conversation trace loses). That sweep ran before the empty-server rule; over 3 seeds with it
     # (docs/results.md), 1.0 -> 0.3: conversation 317.3 -> 322.0, code 541.7 -> 584.9, arXiv 200.4 -> 199.2,
     # roofline 519.2 -> 545.7 req/s, p99 TTFT of all requests down 28-63%; autoscaled attained requests per
-    # instance-second down 6-13% (a request held for a quieter server also scales up one more)
+    # instance-second down 6-13% (a request held for a quieter server also scales up one more). Applied only
+    # on a full fleet (no idle server of the role; since 7d02e92), 3 seeds: 322.0 -> 323.8, 584.9 -> 583.1,
+    # 199.2 -> 199.8, 545.7 -> 550.8 req/s, and autoscaled back to the level before the share (conversation
+    # 7.62 -> 8.26, code 9.58 -> 11.13, arXiv 4.46 -> 4.75, roofline 11.27 -> 12.83)
     mixed_slack_share: float = 0.3
     tpot_headroom: float = 0.95  # fraction of the host TPOT a predicted decode iteration may use
     kv_headroom: float = 0.95  # fraction of KV capacity the predicted peak may use
