@@ -20,7 +20,9 @@ tokens: with S = 0.25 a 10 ms stall is 2.5 model-ms).
         [--duration 60] [--policies polyserve,minimal] [--out docs/results/sim_vs_gateway.json]
 
 ``--prefill-engines K``: disaggregated, K prefill engines and the rest decode, in both faces (the KV hand-off
-emulated over a 400 Gbit/s link).
+emulated over a 400 Gbit/s link). ``--policy-option K=V`` (repeatable): a router option for every policy, in
+both faces. ``--sim-only``: the simulator's prediction alone, in seconds, no gateway started (to compare
+policy options on the very requests a gateway run used).
 
 Everything with a time in it is stretched alike (``--stretch-timers``, on by default): the router's ``*_s``
 options and the gateway's hard first-token and idle timeouts are multiplied by 1/S, and the gateway's
@@ -86,7 +88,10 @@ def simulate(policy: str, args) -> dict[str, object]:
     extra = {}
     if args.prefill_engines:
         extra = {"mode": "disaggregated", "prefill_fraction": args.prefill_engines / args.engines}
-    res = run_workload(wl, build_model(FleetSpec()), PolicySpec(router=policy),
+    from polyserve.cli.options import parse_policy_options
+
+    opts = parse_policy_options(getattr(args, "policy_option", None))
+    res = run_workload(wl, build_model(FleetSpec()), PolicySpec(router=policy, router_options=opts),
                        SimConfig(instances=args.engines, overload="serve", **extra), args.seed)
     ok = res.records.status == ATTAINED
     keep = wl.arrival_s >= args.warmup
@@ -150,6 +155,8 @@ def through_gateway(policy: str, args, tiers_path: Path, work: Path) -> dict[str
     if args.stretch_timers:
         gateway_config(s, work / "gateway_stretched.yaml", args.deadline_margin_ms)
         extra = ["--config", str(work / "gateway_stretched.yaml"), *stretched_policy_options(policy, s)]
+    for kv in getattr(args, "policy_option", None) or []:  # after the stretched ones: the user's value wins
+        extra += ["--policy-option", kv]
     with open(work / f"{policy}.up.log", "wb") as log:  # a file, not an unread pipe that could fill and block
         up = subprocess.Popen(
             [str(BIN / "polyserve"), "up", "--engines", str(args.engines), "--port", str(port), "--policy", policy,
@@ -205,6 +212,10 @@ def main() -> None:
     ap.add_argument("--deadline-margin-ms", type=float, default=0.0,
                     help="the gateway's deadline_margin_ms (wall-clock ms, not stretched): deadlines reach the engines "
                     "this much earlier than the client's, room for the relay back (needs --stretch-timers)")
+    ap.add_argument("--policy-option", action="append", default=[], metavar="K=V",
+                    help="a router option for every policy, in both faces (repeatable), e.g. mixed_slack_share=1.0")
+    ap.add_argument("--sim-only", action="store_true",
+                    help="the simulator's prediction alone: no gateway is started")
     ap.add_argument("--keep", type=Path, default=None,
                     help="keep each policy's bench result JSON and polyserve up's output in this folder")
     args = ap.parse_args()
@@ -223,6 +234,9 @@ def main() -> None:
         for p in (x.strip() for x in args.policies.split(",") if x.strip()):
             t0 = time.perf_counter()
             sim = simulate(p, args)
+            if args.sim_only:
+                rows.append({"policy": p, "simulator": sim, "gateway": None, "diff_points": None})
+                continue
             gw = through_gateway(p, args, tp, work)
             rows.append({"policy": p, "simulator": sim, "gateway": gw,
                          "diff_points": {k: None if sim[k] is None or gw.get(k) is None else
@@ -237,8 +251,12 @@ def main() -> None:
     for r in rows:
         for face in ("simulator", "gateway"):
             d = r[face]
+            if d is None:  # --sim-only
+                continue
             print(f"{r['policy']:<12}{face:<11}" + "".join(
                 f"{100 * d[n]:>8.1f}%" if d[n] is not None else f"{'-':>9}" for n in names) + f"{d['n']:>7}")
+        if r["diff_points"] is None:
+            continue
         print(f"{r['policy']:<12}{'diff (pt)':<11}" + "".join(
             f"{r['diff_points'][n]:>+9.1f}" if r["diff_points"][n] is not None else f"{'-':>9}" for n in names))
     if args.out:
