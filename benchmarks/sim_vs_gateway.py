@@ -90,7 +90,7 @@ def simulate(policy: str, args) -> dict[str, object]:
         extra = {"mode": "disaggregated", "prefill_fraction": args.prefill_engines / args.engines}
     from polyserve.cli.options import parse_policy_options
 
-    opts = parse_policy_options(getattr(args, "policy_option", None))
+    opts = parse_policy_options(args.policy_option)
     res = run_workload(wl, build_model(FleetSpec()), PolicySpec(router=policy, router_options=opts),
                        SimConfig(instances=args.engines, overload="serve", **extra), args.seed)
     ok = res.records.status == ATTAINED
@@ -155,7 +155,7 @@ def through_gateway(policy: str, args, tiers_path: Path, work: Path) -> dict[str
     if args.stretch_timers:
         gateway_config(s, work / "gateway_stretched.yaml", args.deadline_margin_ms)
         extra = ["--config", str(work / "gateway_stretched.yaml"), *stretched_policy_options(policy, s)]
-    for kv in getattr(args, "policy_option", None) or []:  # after the stretched ones: the user's value wins
+    for kv in args.policy_option:  # after the stretched ones: the user's value wins
         extra += ["--policy-option", kv]
     with open(work / f"{policy}.up.log", "wb") as log:  # a file, not an unread pipe that could fill and block
         up = subprocess.Popen(

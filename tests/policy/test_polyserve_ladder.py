@@ -70,9 +70,9 @@ def test_a_first_token_may_fill_only_the_slack_share_so_the_default_boundary_is_
 
 
 def test_a_while_a_server_is_idle_the_whole_slack_counts_so_the_gradient_packs_instead_of_scaling_up():
-    """The same fleet plus one idle server: the share would refuse the 33- and 34-request servers and scale
-    up (one more server paid for); with a server idle the whole slack counts (boundary 37), so the most
-    loaded server, 34, takes it. Once that server is taken (fleet full) the share applies again."""
+    """On a full fleet the share refuses the 33- and 34-request servers; the same fleet plus one idle server
+    would scale up for it (one more server paid for), so there the whole slack counts (boundary 37) and the
+    most loaded server, 34, takes it without a scale-up."""
     f = build(3, {0: (T20, 5), 1: (T20, 33), 2: (T20, 34)})
     assert router().route(req(1, T20), f, 0.0, "mixed").server == 0, "full fleet: 34 and 33 refused"
     f = build(4, {0: (T20, 5), 1: (T20, 33), 2: (T20, 34)})

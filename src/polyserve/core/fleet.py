@@ -248,7 +248,7 @@ class FleetState:
             if s.active:
                 self._idx(s).add(s.sid, s.num_requests)
             else:
-                self._idle[s.role] = self._idle.get(s.role, 0) + 1
+                self._count_idle(s.role, +1)
 
     # ---- load index ---------------------------------------------------------------------------------------
     def _idx(self, s: ServerState) -> LoadIndex:
@@ -274,7 +274,7 @@ class FleetState:
                 s.tier = None
                 s.ready_at = now
                 self._idx(s).add(s.sid, s.num_requests)
-                self._idle[s.role] -= 1
+                self._count_idle(s.role, -1)
 
     def set_idle_all(self) -> None:
         """Start with every server in the idle pool (tiered policies scale up on demand)."""
@@ -283,7 +283,7 @@ class FleetState:
                 self._idx(s).remove(s.sid, s.num_requests)
                 s.active = False
                 s.tier = None
-                self._idle[s.role] = self._idle.get(s.role, 0) + 1
+                self._count_idle(s.role, +1)
 
     # ---- reads -----------------------------------------------------------------------------------------
     def expected_output(self, tier: int, max_tokens: int | None = None) -> float:
@@ -300,6 +300,9 @@ class FleetState:
 
     def idle_servers(self, role: Role | None = None) -> list[ServerState]:
         return [s for s in self.servers if not s.active and (role is None or s.role == role)]
+
+    def _count_idle(self, role: Role, delta: int) -> None:
+        self._idle[role] = self._idle.get(role, 0) + delta
 
     def num_idle(self, role: Role) -> int:
         """How many servers of ``role`` are in the idle pool (O(1); ``idle_servers`` lists them)."""
@@ -408,13 +411,13 @@ class FleetState:
                     if s.active:
                         self._idx(s).add(s.sid, s.num_requests)
                     raise ValueError(f"server {s.sid} is active as {s.role}; only an idle server may become {a.role}")
-                self._idle[s.role] -= 1
+                self._count_idle(s.role, -1)
                 s.role = a.role
-                self._idle[s.role] = self._idle.get(s.role, 0) + 1
+                self._count_idle(s.role, +1)
             if not s.active:
                 s.ready_at = now + cold_start
                 s.became_empty_at = now
-                self._idle[s.role] -= 1
+                self._count_idle(s.role, -1)
             s.active = True
             s.draining = False
             s.tier = a.tier
@@ -424,7 +427,7 @@ class FleetState:
                 self._idx(s).add(s.sid, s.num_requests)
                 raise ValueError(f"server {s.sid} still holds {s.num_requests} requests; drain it first")
             if s.active:
-                self._idle[s.role] = self._idle.get(s.role, 0) + 1
+                self._count_idle(s.role, +1)
             s.active = False
             s.tier = None
             s.draining = False
