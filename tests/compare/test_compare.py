@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from polyserve.cli import app
@@ -61,11 +62,15 @@ def test_compare_writes_rows_with_the_documented_keys_and_marks_colocated_only_p
     assert details["headline"]["criterion"] == "goodput_rps_tail_bounded"
 
 
-def test_an_ablation_of_a_mechanism_the_mode_does_not_use_is_na_with_the_reason(tmp_path):
-    out = _compare(tmp_path, "--policies", "polyserve-no-wait,polyserve-static-chunk", "--modes",
-                   "disaggregated", "--sensitivity-model", "none", "--rate-sweep", "", "--fleet-sizes", "")
+@pytest.mark.parametrize(("policies", "mode"), [
+    ("polyserve-no-wait,polyserve-static-chunk", "disaggregated"),
+    ("polyserve-edf-prefill", "colocated"),
+])
+def test_an_ablation_of_a_mechanism_the_mode_does_not_use_is_na_with_the_reason(tmp_path, policies, mode):
+    out = _compare(tmp_path, "--policies", policies, "--modes", mode, "--sensitivity-model", "none",
+                   "--rate-sweep", "", "--fleet-sizes", "")
     rows = json.loads((out / "compare.json").read_text())
-    assert [r["na"] for r in rows] == [True, True]
+    assert [r["na"] for r in rows] == [True] * len(policies.split(","))
     assert all("no-op" in r["note"] and r["goodput_rps"] is None for r in rows)
 
 

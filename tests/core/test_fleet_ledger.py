@@ -36,7 +36,8 @@ def new_fleet(roles=("mixed", "mixed", "mixed", "decode")) -> FleetState:
 def snapshot(f: FleetState):
     return (
         [(s.active, s.tier, s.num_requests, s.num_prefill, s.num_decode, s.prefill_tokens, s.input_tokens,
-          s.expected_output, tuple(s.tier_counts), tuple(s.prefill_by_tier)) for s in f.servers],
+          s.expected_output, tuple(s.tier_counts), tuple(s.prefill_by_tier), tuple(s.prefill_queue))
+         for s in f.servers],
         {rid: (e.server, e.first_token_at) for rid, e in f.entries.items()},
         {k: [dict(b) for b in idx.buckets] for k, idx in f._index.items()},
         {role: f.num_idle(role) for role in ("mixed", "prefill", "decode")},
@@ -56,6 +57,8 @@ def check_invariants(f: FleetState) -> None:
         assert s.expected_output == pytest.approx(sum(e.expected_output for e in mine), abs=1e-6)
         assert s.tier_counts == [sum(1 for e in mine if e.info.tier == t) for t in range(nt)]
         assert s.prefill_by_tier == [sum(e.info.input_tokens for e in pre if e.info.tier == t) for t in range(nt)]
+        # the EDF prefill queue: exactly the awaiting-first-token requests, earliest TTFT deadline first
+        assert s.prefill_queue == sorted((e.info.ttft_deadline, e.info.rid, e.info.input_tokens) for e in pre)
         assert (s.num_requests == 0) == (s.became_empty_at is not None)
         if not s.active:
             assert s.num_requests == 0, "an inactive server holds no requests"

@@ -15,6 +15,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from polyserve.core.fleet import RequestInfo, RoutingDecision, ScaleAction
 from polyserve.policy.polyserve import PolyServeOptions, PolyServeRouter
@@ -327,8 +329,9 @@ def test_prefill_queue_keeps_half_the_ttft_slack_for_requests_that_jump_it():
 
 @pytest.mark.parametrize("weight", [0.5, 1.0])
 def test_prefill_queue_counts_looser_tiers_prompts_at_the_looser_weight(weight):
-    """The pool runs EDF, so a t20 prompt passes queued t100 prompts: they count at ``prefill_looser_weight``
-    (default 1.0: every queued deadline stays protected), its own tier's at full weight."""
+    """With ``prefill_edf_admission=False`` (the whole-queue test): the pool runs EDF, so a t20 prompt passes
+    queued t100 prompts: they count at ``prefill_looser_weight`` (default 1.0: every queued deadline stays
+    protected), its own tier's at full weight."""
     from polyserve.policy.cost import fit_cost
 
     c = None
@@ -341,11 +344,139 @@ def test_prefill_queue_counts_looser_tiers_prompts_at_the_looser_weight(weight):
         fits = max(k for k in range(256) if c.prefill_seconds(int(k * 1000 * w) + 1000, cap) <= 0.3)
         for k in range(fits):
             f.on_dispatch(req(100 + k, tier, input_tokens=1000), 0, 0.0)
-        rt = router(prefill_looser_weight=weight, adaptive_split=False)
+        rt = router(prefill_looser_weight=weight, adaptive_split=False, prefill_edf_admission=False)
         assert rt.route(r, f, 0.0, "prefill").server == 0, (tier, fits)
         f.on_dispatch(req(999, tier, input_tokens=1000), 0, 0.0)
         assert rt.route(r, f, 0.0, "prefill").action == "pending", (tier, fits)
     assert PolyServeOptions().prefill_looser_weight == 1.0
+
+
+def test_edf_prefill_admission_lets_a_tight_prompt_jump_queued_looser_prompts_that_keep_their_share():
+    """``prefill_edf_admission=True`` (``polyserve-edf-prefill``). Twenty 1000-token t100 prompts (deadline
+    4.1 s) wait on a prefill server. The whole queue plus a new 1000-token t20 prompt (435 ms) is more than
+    half its 600 ms TTFT, so counting the whole queue refuses it; the server runs earliest deadline first,
+    so none of them runs before it (26 ms), and each t100 prompt, pushed back by those 26 ms, still ends
+    within half the time left to its own deadline (at most 435 ms of 2.05 s): the EDF test admits it."""
+    from polyserve.policy.cost import fit_cost
+
+    f = fleet(roles=["prefill", "decode"])
+    activate(f, 0, None)
+    c = fit_cost(f.model)
+    cap = f.config.max_num_batched_tokens
+    for k in range(20):
+        f.on_dispatch(req(100 + k, T100, input_tokens=1000), 0, 0.0)
+    r = req(1, T20, input_tokens=1000)
+    assert c.prefill_seconds(21_000, cap) > 0.5 * r.ttft_slo
+    assert router(adaptive_split=False, prefill_edf_admission=True).route(r, f, 0.0, "prefill").server == 0
+    assert router(adaptive_split=False).route(r, f, 0.0, "prefill").action == "pending", "the default counts all"
+
+
+@pytest.mark.parametrize("share", [0.5, 0.3])
+def test_edf_prefill_admission_refuses_a_jump_that_pushes_a_queued_prompt_past_its_share(share):
+    """t100 prompts that arrived 3.4 s ago (deadline 0.7 s from now, after the new t20 prompt's 0.6 s) fill a
+    prefill server up to ``prefill_slack_share`` of their time left. The new prompt alone would be done in
+    26 ms, but running first it pushes the last of them past that share: refused. With one prompt fewer
+    queued there is room for it."""
+    from polyserve.policy.cost import fit_cost
+
+    c = None
+    for spare in (False, True):
+        f = fleet(roles=["prefill", "decode"])
+        activate(f, 0, None)
+        c = c or fit_cost(f.model)
+        cap = f.config.max_num_batched_tokens
+        k = max(k for k in range(64) if c.prefill_seconds(k * 1000, cap) <= share * 0.7)
+        assert c.prefill_seconds((k + 1) * 1000, cap) > share * 0.7
+        for j in range(k - spare):
+            f.on_dispatch(req(100 + j, T100, input_tokens=1000, arrival=-3.4), 0, 0.0)
+        r = req(1, T20, input_tokens=1000)
+        rt = router(adaptive_split=False, prefill_slack_share=share, prefill_edf_admission=True)
+        d = rt.route(r, f, 0.0, "prefill")
+        assert (d.action, d.server) == (("dispatch", 0) if spare else ("pending", None)), (k, spare)
+
+
+@pytest.mark.parametrize("binding", ["share", "handoff"])
+def test_edf_prefill_admission_protects_the_first_prompt_due_after_the_new_one(binding):
+    """A t50 prompt of 15,000 tokens due at 0.8 s, then a short t100 prompt due at 4 s, on a prefill server. A
+    1,900-token t20 prompt (due 0.69 s) would run first and end in time, but it pushes the t50 prompt past
+    its share of the time left (share 0.4: 0.32 s) or, with the whole slack usable, past the time its
+    15,000-token KV hand-off needs (30 us/token: 0.45 s before its deadline): refused, though the t100
+    prompt behind has seconds to spare. A 100-token prompt is short enough to fit."""
+    from polyserve.policy.cost import fit_cost
+
+    share, handoff = (0.4, 0.0) if binding == "share" else (1.0, 30e-6)
+    f = fleet(roles=["prefill", "decode"], kv_transfer_s_per_token=handoff)
+    activate(f, 0, None)
+    c = fit_cost(f.model)
+    cap = f.config.max_num_batched_tokens
+    a = req(100, T50, input_tokens=15_000, arrival=0.8 - 3.5)  # t50 TTFT 2 s + 1.5 s: due at 0.8
+    f.on_dispatch(a, 0, 0.0)
+    f.on_dispatch(req(101, T100, input_tokens=100), 0, 0.0)
+    room = min(share * 0.8, 0.8 - handoff * 15_001)
+    end_a = c.prefill_seconds(15_000, cap)
+    assert end_a <= room < end_a + c.prefill_seconds(1_900, cap), "the t50 prompt fits alone, not behind 1,900"
+    assert end_a + c.prefill_seconds(100, cap) <= room
+    rt = router(adaptive_split=False, prefill_slack_share=share, prefill_edf_admission=True)
+    assert rt.route(req(1, T20, input_tokens=1_900), f, 0.0, "prefill").action == "pending"
+    assert rt.route(req(2, T20, input_tokens=100), f, 0.0, "prefill").server == 0
+
+
+def _edf_walk(f, s, r, now, share, exact):
+    """The EDF admission test by a walk of the queue (the reference for the O(1) test): ``exact`` shifts each
+    later prompt by its true delay, else by the new prompt's prefill alone (what the O(1) test counts)."""
+    from polyserve.policy.cost import fit_cost
+
+    c = fit_cost(f.model)
+    chunk, per_tok = f.config.max_num_batched_tokens, f.config.kv_transfer_s_per_token
+    q = s.prefill_queue
+    pos = sum(1 for d, _, _ in q if d <= r.ttft_deadline)
+    ahead = sum(t for _, _, t in q[:pos])
+    eta = c.prefill_seconds(ahead + r.input_tokens, chunk)
+    left = r.ttft_deadline - now
+    if eta > share * left or eta + per_tok * (r.input_tokens + 1) > left:
+        return False
+    cum = ahead
+    for d, _, t in q[pos:]:
+        cum += t
+        end = c.prefill_seconds(cum + r.input_tokens, chunk) if exact else (
+            c.prefill_seconds(cum, chunk) + c.prefill_seconds(r.input_tokens, chunk))
+        if end > share * (d - now) or end > d - now - per_tok * (t + 1):
+            return False
+    return True
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    queue=st.lists(st.tuples(st.sampled_from([T20, T30, T50, T100]), st.integers(1, 12_000),
+                             st.floats(-1.0, 0.0)), min_size=1, max_size=12),
+    now=st.floats(0.0, 0.5),
+    share=st.sampled_from([0.3, 0.5, 1.0]),
+    handoff=st.sampled_from([0.0, 1e-4]),
+)
+def test_edf_prefill_admission_in_o1_agrees_with_a_walk_of_the_queue_and_never_admits_what_the_exact_walk_refuses(
+    queue, now, share, handoff
+):
+    """The cached suffix minima (``_edf_view``) decide exactly as a walk that counts the new prompt's own
+    prefill as every later prompt's delay, and so never admit what a walk with the true delay refuses. After
+    each queue change, new prompts of every tier and of sizes across the admission boundary are tested, each
+    twice (a rebuilt view, then the cached one)."""
+    f = fleet(roles=["prefill", "decode"], kv_transfer_s_per_token=handoff)
+    activate(f, 0, None)
+    rt = router(adaptive_split=False, prefill_slack_share=share, prefill_edf_admission=True)
+    for k, (tier, tokens, arrival) in enumerate(queue):
+        for t in (T20, T50, T100):
+            for size in (300, 2_500, 6_000, 25_000):
+                r = req(1, t, input_tokens=size, arrival=now - 0.05)
+                want = _edf_walk(f, f.servers[0], r, now, share, exact=False)
+                for _ in range(2):
+                    got = rt.route(r, f, now, "prefill").action == "dispatch"
+                    assert got == want, (t, size)
+                assert not got or _edf_walk(f, f.servers[0], r, now, share, exact=True)
+        # the queue grows by what the test admits at its arrival, so it stays feasible and the new prompts'
+        # own effect decides (a queue built past its deadlines would refuse everything behind any prompt)
+        q = req(100 + k, tier, input_tokens=tokens, arrival=arrival)
+        if _edf_walk(f, f.servers[0], q, arrival, share, exact=True):
+            f.on_dispatch(q, 0, arrival)
 
 
 @pytest.mark.parametrize("weight", [-0.1, 1.5])

@@ -126,7 +126,8 @@ def _model():
 def test_registry_lists_every_paper_name():
     for n in ("polyserve", "random", "minimal", "co-chunk", "round-robin", "least-outstanding", "power-of-two",
               "static-partition", "edf-pool", "polyserve-no-promotion", "polyserve-no-gradient",
-              "polyserve-no-wait", "polyserve-static-chunk", "polyserve-promote-first", "minimal-edf", "slos-serve"):
+              "polyserve-no-wait", "polyserve-static-chunk", "polyserve-promote-first", "minimal-edf", "slos-serve",
+              "polyserve-edf-prefill"):
         assert n in ROUTERS
     for e in ROUTERS:
         assert e.summary and "\n" not in e.summary

@@ -83,6 +83,10 @@ class ServerState:
     expected_output: float = 0.0  # sum of expected output tokens of outstanding requests
     tier_counts: list[int] = field(default_factory=list)  # outstanding requests per request tier
     prefill_by_tier: list[int] = field(default_factory=list)  # awaiting-first-token prompt tokens per tier
+    # awaiting-first-token requests as (TTFT deadline, rid, prompt tokens), earliest deadline first: the
+    # queue an EDF server runs, so a policy can test a new prompt against every queued deadline
+    prefill_queue: list[tuple[float, int, int]] = field(default_factory=list)
+    prefill_version: int = 0  # bumped by every change of prefill_queue, so a policy may cache views of it
     last_change: float = 0.0  # last dispatch/finish/move; scale-down hysteresis reads it
     became_empty_at: float | None = 0.0
     dispatched_total: int = 0
@@ -342,7 +346,18 @@ class FleetState:
             s.num_prefill += 1
             s.prefill_tokens += info.input_tokens
             s.prefill_by_tier[info.tier] += info.input_tokens
+            insort(s.prefill_queue, (info.ttft_deadline, info.rid, info.input_tokens))
+            s.prefill_version += 1
         return e
+
+    @staticmethod
+    def _dequeue_prefill(s: ServerState, info: RequestInfo) -> None:
+        q = s.prefill_queue
+        i = bisect_left(q, (info.ttft_deadline, info.rid, info.input_tokens))
+        if i == len(q) or q[i][1] != info.rid:
+            raise AssertionError(f"request {info.rid} is not in server {s.sid}'s prefill queue")
+        del q[i]
+        s.prefill_version += 1
 
     def on_first_token(self, rid: int, now: float) -> None:
         e = self.entries[rid]
@@ -354,6 +369,7 @@ class FleetState:
         s.num_prefill -= 1
         s.prefill_tokens -= e.info.input_tokens
         s.prefill_by_tier[e.info.tier] -= e.info.input_tokens
+        self._dequeue_prefill(s, e.info)
         s.num_decode += 1
 
     def on_finish(self, rid: int, now: float, output_tokens: int | None) -> LedgerEntry:
@@ -373,6 +389,7 @@ class FleetState:
             s.num_prefill -= 1
             s.prefill_tokens -= e.info.input_tokens
             s.prefill_by_tier[e.info.tier] -= e.info.input_tokens
+            self._dequeue_prefill(s, e.info)
         else:
             s.num_decode -= 1
         s.last_change = now

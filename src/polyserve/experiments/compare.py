@@ -65,7 +65,7 @@ PAPER_BASELINES = ("random", "minimal", "co-chunk")
 STRONGER_BASELINES = ("round-robin", "least-outstanding", "power-of-two", "static-partition", "edf-pool",
                       "minimal-edf", "slos-serve")
 ABLATIONS = ("polyserve-no-promotion", "polyserve-no-gradient", "polyserve-no-wait", "polyserve-static-chunk",
-             "polyserve-promote-first")
+             "polyserve-promote-first", "polyserve-edf-prefill")
 DEFAULT_POLICIES = ("polyserve", *PAPER_BASELINES, *STRONGER_BASELINES, *ABLATIONS)
 # (policy, mode) pairs that are n/a, with the reason: unsupported, or identical to PolyServe in that mode
 NOT_APPLICABLE = {
@@ -74,6 +74,8 @@ NOT_APPLICABLE = {
                                             "checks (decode servers do no prefill, prefill servers check TTFT slack)",
     ("polyserve-static-chunk", "disaggregated"): "no-op here: decode servers do no prefill, so their chunk budget "
                                                  "is never used",
+    ("polyserve-edf-prefill", "colocated"): "no-op here: the EDF admission test is the disaggregated prefill "
+                                            "servers' (co-located servers have none)",
 }
 CSV_SKIP = ("attainment_by_tier", "latency_model_params", "seeds", "per_seed", "stationarity")
 ROW_KEYS = (
