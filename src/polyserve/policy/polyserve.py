@@ -111,9 +111,9 @@ class PolyServeOptions:
     # disaggregated (ours; registered as polyserve-edf-prefill): the prefill admission test reads the server's
     # queue in deadline order (EDF): the new prompt waits only for prompts due before it, and every prompt
     # due after it must still end within prefill_slack_share of the time left to its own deadline. Off by
-    # default, measured (150 s probes, 50 s warm-up, tail-bounded req/s, 3 seeds, on a walk of the queue
-    # that the O(1) test replaced): code trace 575.9 -> 612.0 (overall 621 -> 660), Azure conversation
-    # 305.3 -> 297.9, arXiv lengths 192.6 -> 69.9. Repeated jumps hold a looser prompt at the share of its
+    # default, measured (polyserve compare, disaggregated, 150 s probes, 50 s warm-up, tail-bounded req/s,
+    # 3 seeds; docs/results.md): code trace 575.9 -> 604.8 (overall 621.0 -> 653.6), Azure conversation
+    # 305.3 -> 296.1, arXiv lengths 192.6 -> 70.2. Repeated jumps hold a looser prompt at the share of its
     # shrinking time left, so its first token creeps to its deadline and its decode keeps no banked slack:
     # harmless with the code trace's 28-token outputs, the t100 tier's later tokens miss with long ones.
     # False: the whole queue, looser prompts at prefill_looser_weight, counts ahead of the new prompt
