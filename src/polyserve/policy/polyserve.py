@@ -113,9 +113,11 @@ class PolyServeOptions:
     # due after it must still end within prefill_slack_share of the time left to its own deadline. Off by
     # default, measured (polyserve compare, disaggregated, 150 s probes, 50 s warm-up, tail-bounded req/s,
     # 3 seeds; docs/results.md): code trace 575.9 -> 604.8 (overall 621.0 -> 653.6), Azure conversation
-    # 305.3 -> 296.1, arXiv lengths 192.6 -> 70.2. Repeated jumps hold a looser prompt at the share of its
-    # shrinking time left, so its first token creeps to its deadline and its decode keeps no banked slack:
-    # harmless with the code trace's 28-token outputs, the t100 tier's later tokens miss with long ones.
+    # 305.3 -> 296.1, arXiv lengths 192.6 -> 70.2, roofline model 436.4 -> 45.9. Repeated jumps hold a
+    # looser prompt at the share of its shrinking time left, so its first token creeps to its deadline and
+    # its decode keeps no banked slack: harmless with the code trace's 28-token outputs, the t100 tier's
+    # later tokens miss with long ones; and a queue packed to the surrogate's prediction has no margin for
+    # its error (the roofline's prefill is 14% above it: t20 first tokens miss).
     # False: the whole queue, looser prompts at prefill_looser_weight, counts ahead of the new prompt
     prefill_edf_admission: bool = False
     # co-located: the share of the time left to the TTFT deadline the first-token estimate may fill (ours;
