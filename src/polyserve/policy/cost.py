@@ -45,28 +45,6 @@ class LinearCost:
         iters = math.ceil(tokens / max(1, chunk))
         return iters * self.b0 + self.b1 * tokens
 
-    def prefill_tokens_within(self, seconds: float, chunk: int) -> int:
-        """The most tokens ``prefill_seconds`` says fit in ``seconds``: -1 if ``seconds`` is negative (not even
-        nothing fits), else the largest ``T >= 0`` with ``prefill_seconds(T, chunk) <= seconds``. Exact
-        against ``prefill_seconds`` (the closed form is corrected by it), which is non-decreasing in ``T``."""
-        if seconds < 0:
-            return -1
-        chunk = max(1, chunk)
-        band = self.b0 + self.b1 * chunk  # one full chunk
-        if band <= 0:
-            return 1 << 62
-        full = int(seconds // band)  # whole chunks that fit
-        t = full * chunk
-        if self.b1 > 0:  # and part of one more, after its iteration's fixed cost
-            t = max(t, min(t + chunk, int((seconds - (full + 1) * self.b0) / self.b1)))
-        else:
-            t += chunk if seconds - full * band >= self.b0 else 0
-        while t > 0 and self.prefill_seconds(t, chunk) > seconds:
-            t -= 1
-        while self.prefill_seconds(t + 1, chunk) <= seconds:
-            t += 1
-        return t
-
 
 def fit_cost(model: IterationTimeModel, max_num_seqs: int = 256, max_chunk: int = 8192) -> LinearCost:
     """The surrogate for ``model``: exact for a linear model, else least squares on an operating grid."""
