@@ -421,26 +421,35 @@ def test_edf_prefill_admission_protects_the_first_prompt_due_after_the_new_one(b
     assert rt.route(req(2, T20, input_tokens=100), f, 0.0, "prefill").server == 0
 
 
-def _edf_walk(f, s, r, now, share, exact):
+def _walk_bank(f, info, tokens, share, bank):
+    """A prompt's decode bank, written out from the option's definition (the reference for ``_decode_bank``)."""
+    handoff = f.config.kv_transfer_s_per_token * (tokens + 1)
+    if bank <= 0:
+        return handoff
+    tier = f.tiers[info.tier]
+    return max(handoff, min(bank * tier.tpot_ms / 1e3 * f.expected_output(info.tier), (1 - share) * info.ttft_slo))
+
+
+def _edf_walk(f, s, r, now, share, exact, bank=0.0):
     """The EDF admission test by a walk of the queue (the reference for the O(1) test): ``exact`` shifts each
     later prompt by its true delay, else by the new prompt's prefill alone (what the O(1) test counts)."""
-    from polyserve.policy.cost import fit_cost
+    from polyserve.policy.cost import fit_prefill_envelope
 
-    c = fit_cost(f.model)
-    chunk, per_tok = f.config.max_num_batched_tokens, f.config.kv_transfer_s_per_token
+    c = fit_prefill_envelope(f.model, f.config.max_num_batched_tokens)
+    chunk = f.config.max_num_batched_tokens
     q = s.prefill_queue
     pos = sum(1 for d, _, _ in q if d <= r.ttft_deadline)
     ahead = sum(t for _, _, t in q[:pos])
     eta = c.prefill_seconds(ahead + r.input_tokens, chunk)
     left = r.ttft_deadline - now
-    if eta > share * left or eta + per_tok * (r.input_tokens + 1) > left:
+    if eta > share * left or eta + _walk_bank(f, r, r.input_tokens, share, bank) > left:
         return False
     cum = ahead
-    for d, _, t in q[pos:]:
+    for d, rid, t in q[pos:]:
         cum += t
         end = c.prefill_seconds(cum + r.input_tokens, chunk) if exact else (
             c.prefill_seconds(cum, chunk) + c.prefill_seconds(r.input_tokens, chunk))
-        if end > share * (d - now) or end > d - now - per_tok * (t + 1):
+        if end > share * (d - now) or end > d - now - _walk_bank(f, f.entries[rid].info, t, share, bank):
             return False
     return True
 
@@ -452,31 +461,96 @@ def _edf_walk(f, s, r, now, share, exact):
     now=st.floats(0.0, 0.5),
     share=st.sampled_from([0.3, 0.5, 1.0]),
     handoff=st.sampled_from([0.0, 1e-4]),
+    bank=st.sampled_from([0.0, 0.2, 1.0]),
 )
 def test_edf_prefill_admission_in_o1_agrees_with_a_walk_of_the_queue_and_never_admits_what_the_exact_walk_refuses(
-    queue, now, share, handoff
+    queue, now, share, handoff, bank
 ):
     """The cached suffix minima (``_edf_view``) decide exactly as a walk that counts the new prompt's own
-    prefill as every later prompt's delay, and so never admit what a walk with the true delay refuses. After
-    each queue change, new prompts of every tier and of sizes across the admission boundary are tested, each
-    twice (a rebuilt view, then the cached one)."""
+    prefill as every later prompt's delay, and so never admit what a walk with the true delay refuses; every
+    prompt keeps its decode bank (``prefill_decode_bank``, 0 = the hand-off only). After each queue change,
+    new prompts of every tier and of sizes across the admission boundary are tested, each twice (a rebuilt
+    view, then the cached one)."""
     f = fleet(roles=["prefill", "decode"], kv_transfer_s_per_token=handoff)
     activate(f, 0, None)
-    rt = router(adaptive_split=False, prefill_slack_share=share, prefill_edf_admission=True)
+    rt = router(adaptive_split=False, prefill_slack_share=share, prefill_edf_admission=True,
+                prefill_decode_bank=bank)
     for k, (tier, tokens, arrival) in enumerate(queue):
         for t in (T20, T50, T100):
             for size in (300, 2_500, 6_000, 25_000):
                 r = req(1, t, input_tokens=size, arrival=now - 0.05)
-                want = _edf_walk(f, f.servers[0], r, now, share, exact=False)
+                want = _edf_walk(f, f.servers[0], r, now, share, exact=False, bank=bank)
                 for _ in range(2):
                     got = rt.route(r, f, now, "prefill").action == "dispatch"
                     assert got == want, (t, size)
-                assert not got or _edf_walk(f, f.servers[0], r, now, share, exact=True)
+                assert not got or _edf_walk(f, f.servers[0], r, now, share, exact=True, bank=bank)
         # the queue grows by what the test admits at its arrival, so it stays feasible and the new prompts'
         # own effect decides (a queue built past its deadlines would refuse everything behind any prompt)
         q = req(100 + k, tier, input_tokens=tokens, arrival=arrival)
-        if _edf_walk(f, f.servers[0], q, arrival, share, exact=True):
+        if _edf_walk(f, f.servers[0], q, arrival, share, exact=True, bank=bank):
             f.on_dispatch(q, 0, arrival)
+
+
+def test_edf_prefill_admission_keeps_a_queued_prompts_decode_bank():
+    """A t100 prompt of 20,000 tokens (TTFT 4.1 s, its prefill 0.53 s) queued 3.0 s after its arrival: it
+    ends 0.57 s before its deadline. Its bank at 0.2 is 0.2 x 100 ms x the 256-token output prior = 5.1 s,
+    capped at half its TTFT (2.05 s): more than it has left, so nothing may run before it (a 100-token t20
+    prompt is refused), where with the hand-off alone the jump keeps its share and is admitted. With the bank
+    a prompt due after it is still taken."""
+    f = fleet(roles=["prefill", "decode"])
+    activate(f, 0, None)
+    f.on_dispatch(req(100, T100, input_tokens=20_000, arrival=-3.0), 0, 0.0)
+    assert f.expected_output(T100) == f.config.output_len_prior == 256
+    tight = req(1, T20, input_tokens=100)
+    assert router(adaptive_split=False, prefill_edf_admission=True).route(tight, f, 0.0, "prefill").server == 0
+    banked = router(adaptive_split=False, prefill_edf_admission=True, prefill_decode_bank=0.2)
+    assert banked.route(tight, f, 0.0, "prefill").action == "pending"
+    assert banked.route(req(2, T100, input_tokens=100), f, 0.0, "prefill").server == 0
+
+
+def test_edf_prefill_admission_bank_of_a_new_prompt_is_capped_so_an_empty_server_still_takes_it():
+    """A new t100 prompt, 30,000 tokens (prefill 0.79 s, TTFT 5.1 s): a bank of 5 x TPOT x mean output (128 s)
+    would refuse it everywhere, but the bank is capped at 1 - share of its TTFT, so an empty prefill server
+    takes it; routed 3.5 s after arrival (1.6 s left), the share (0.8 s) still holds, the capped bank (2.55 s)
+    does not: refused, where the hand-off alone admits it."""
+    f = fleet(roles=["prefill", "decode"])
+    activate(f, 0, None)
+    rt = router(adaptive_split=False, prefill_edf_admission=True, prefill_decode_bank=5.0)
+    assert rt.route(req(1, T100, input_tokens=30_000), f, 0.0, "prefill").server == 0
+    late = req(2, T100, input_tokens=30_000, arrival=-3.5)
+    assert rt.route(late, f, 0.0, "prefill").action == "pending"
+    assert router(adaptive_split=False, prefill_edf_admission=True).route(late, f, 0.0, "prefill").server == 0
+
+
+def test_edf_prefill_admission_counts_prefill_by_the_envelope_never_below_the_latency_model():
+    """Under the roofline model the least-squares surrogate underestimates a full 8,192-token chunk (256 ms
+    against the model's 298 ms). Queued t100 prompts with 0.56 s left (share 0.5: 0.28 s) hold one full chunk
+    minus 200 tokens: by the surrogate, a 200-token t20 prompt run first still lets them end within their
+    share (256 ms); by the model they end at 298 ms. The EDF test, which counts by ``fit_prefill_envelope``,
+    refuses; the same router counting by the surrogate admits."""
+    from polyserve.core.fleet import FleetConfig, FleetState
+    from polyserve.latency.hardware import get_deployment
+    from polyserve.latency.roofline import RooflineLatencyModel
+    from polyserve.policy.cost import fit_cost
+
+    m = RooflineLatencyModel(get_deployment("llama-3.1-8b", "h100"))
+    f = FleetState(tiers(), FleetConfig(kv_capacity_tokens=m.deployment.kv_capacity_tokens), m,
+                   ["prefill", "decode"])
+    activate(f, 0, None)
+    cap = f.config.max_num_batched_tokens
+    size = (cap - 200) // 4
+    ttft = req(0, T100, input_tokens=size).ttft_slo
+    for j in range(4):
+        f.on_dispatch(req(100 + j, T100, input_tokens=size, arrival=0.56 - ttft), 0, 0.0)
+    ls = fit_cost(m, f.config.max_num_seqs, cap)
+    assert ls.prefill_seconds(cap, cap) <= 0.5 * 0.56 < m.iteration_time(0, 0, cap)
+    r = req(1, T20, input_tokens=200)
+    assert r.ttft_deadline < 0.56, "EDF runs the new prompt first"
+    rt = router(adaptive_split=False, prefill_edf_admission=True)
+    assert rt.route(r, f, 0.0, "prefill").action == "pending"
+    rt._prefill_cost = ls  # the same test counting by the least-squares surrogate
+    rt._edf_views.clear()
+    assert rt.route(r, f, 0.0, "prefill").server == 0
 
 
 @pytest.mark.parametrize("weight", [-0.1, 1.5])
@@ -494,6 +568,14 @@ def test_a_slack_share_outside_0_to_1_is_a_config_error_naming_the_option(name, 
 
     with pytest.raises(ConfigError, match=rf"{name}={share}: allowed above 0, at most 1"):
         PolyServeOptions(**{name: share})
+
+
+@pytest.mark.parametrize("bank", [-0.1, float("nan"), float("inf")])
+def test_a_negative_or_non_finite_prefill_decode_bank_is_a_config_error_naming_the_option(bank):
+    from polyserve.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"prefill_decode_bank=.*: allowed a finite number >= 0"):
+        PolyServeOptions(prefill_decode_bank=bank)
 
 
 def test_prefill_admission_counts_the_kv_hand_off_before_the_second_token():
@@ -530,3 +612,14 @@ def test_rebalance_moves_a_server_to_a_tier_whose_requests_queue_in_the_router(b
             (True, False, "rebalance: tier t20 -> tier t100")]
     else:
         assert moves == []
+
+
+def test_the_edf_prefill_variant_reads_the_queue_in_deadline_order_with_a_decode_bank_and_the_default_does_not():
+    import random as _random
+
+    from polyserve.policy.base import ROUTERS
+
+    v = ROUTERS.create("polyserve-edf-prefill", rng=_random.Random(0))
+    assert (v.o.prefill_edf_admission, v.o.prefill_decode_bank) == (True, 0.2)
+    d = ROUTERS.create("polyserve", rng=_random.Random(0))
+    assert (d.o.prefill_edf_admission, d.o.prefill_decode_bank) == (False, 0.0)

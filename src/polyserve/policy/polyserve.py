@@ -55,7 +55,8 @@ The algorithm (``../shared/design/polyserve.md`` §2; choices the paper leaves o
    packed to the last millisecond misses (measured, Azure conversation, 32 x H100, 120 s at 290 req/s:
    attainment 85.3% with the whole slack, 99.7% with half). *Ours*, ``prefill_edf_admission`` (off; the
    ``polyserve-edf-prefill`` variant): the queue ahead is read in deadline order instead, so a tight prompt
-   waits only for prompts due before it, and each prompt due after it must keep its share (``_edf_admits``).
+   waits only for prompts due before it, and each prompt due after it must keep its share and a decode bank
+   (``prefill_decode_bank``; ``_edf_admits``), prefill counted by an envelope never below the latency model.
    *Ours*, ``adaptive_split``: disaggregated prefill and decode servers share one idle pool, so an idle
    server becomes a prefill or a decode server as demand asks; once the pool is empty, the rebalancer
    (``tick``) also moves servers between the prefill pool and the decode tiers by measured demand.
@@ -84,7 +85,7 @@ from dataclasses import dataclass, fields
 from polyserve.core.errors import ConfigError
 from polyserve.core.fleet import FleetState, Phase, RequestInfo, RoutingDecision, ScaleAction, ServerState
 from polyserve.policy.base import ROUTERS, RouterBase
-from polyserve.policy.cost import LinearCost, fit_cost
+from polyserve.policy.cost import LinearCost, fit_cost, fit_prefill_envelope
 from polyserve.policy.overload import LostCauseTest
 
 
@@ -120,6 +121,11 @@ class PolyServeOptions:
     # its error (the roofline's prefill is 14% above it: t20 first tokens miss).
     # False: the whole queue, looser prompts at prefill_looser_weight, counts ahead of the new prompt
     prefill_edf_admission: bool = False
+    # with prefill_edf_admission (ours): every prompt, queued or new, must keep a decode bank between its
+    # first token and its TTFT deadline, this fraction of its tier's TPOT times the tier's learned mean
+    # output (at most 1 - prefill_slack_share of its TTFT; the KV hand-off is paid from it): repeated jumps
+    # may no longer hold a long-output prompt's first token at its deadline, where its later tokens miss
+    prefill_decode_bank: float = 0.0
     # co-located: the share of the time left to the TTFT deadline the first-token estimate may fill (ours;
     # see the module docstring, step 3). Measured (co-located, 150 s probes, 50 s warm-up, seed 0,
     # tail-bounded req/s; shares 1.0 / 0.8 / 0.6 / 0.5 / 0.4 / 0.35 / 0.3 / 0.25 / 0.2): Azure conversation
@@ -160,6 +166,10 @@ class PolyServeOptions:
         if not 0.0 <= self.prefill_looser_weight <= 1.0:
             raise ConfigError(f"polyserve option prefill_looser_weight={self.prefill_looser_weight}: allowed 0 to 1 "
                               "(the share of a prefill server's queued looser-tier prompts counted ahead)")
+        if not (self.prefill_decode_bank >= 0.0 and math.isfinite(self.prefill_decode_bank)):
+            raise ConfigError(f"polyserve option prefill_decode_bank={self.prefill_decode_bank}: allowed a finite "
+                              "number >= 0 (the fraction of a tier's TPOT x mean output a prompt keeps before "
+                              "its TTFT deadline)")
         for name in ("mixed_slack_share", "prefill_slack_share"):
             v = getattr(self, name)
             if not 0.0 < v <= 1.0:
@@ -183,6 +193,7 @@ class PolyServeRouter(RouterBase):
         if name:
             self.name = name
         self._cost: LinearCost | None = None
+        self._prefill_cost: LinearCost | None = None  # the EDF admission's prefill envelope (``cost``)
         self._cost_model: object | None = None
         self._lost_test: LostCauseTest | None = None
         self._next_scale_down = 0.0
@@ -230,24 +241,33 @@ class PolyServeRouter(RouterBase):
         if self._cost is None or self._cost_model is not fleet.model:
             self._cost = fit_cost(fleet.model, fleet.config.max_num_seqs, fleet.config.max_num_batched_tokens)
             self._cost_model = fleet.model
+            self._prefill_cost = (
+                fit_prefill_envelope(fleet.model, fleet.config.max_num_batched_tokens)
+                if self.o.prefill_edf_admission else None
+            )
+            self._edf_views.clear()  # built with the old model's envelope
             self._lost_test = LostCauseTest(fleet.model, fleet.config.max_num_seqs,
                                             fleet.config.max_num_batched_tokens, self._cost)
         return self._cost
 
-    def _edf_admits(self, s: ServerState, req: RequestInfo, fleet: FleetState, c: LinearCost, now: float) -> bool:
+    def _edf_admits(self, s: ServerState, req: RequestInfo, fleet: FleetState, now: float) -> bool:
         """Can a prefill server, which runs its queue earliest TTFT deadline first, take ``req``?
 
         In deadline order, the prompts due before ``req`` run ahead of it: their work and its own must fit
         ``prefill_slack_share`` of the time left to its deadline (tighter prompts that arrive later will jump
-        it too) and leave the KV hand-off and one decode iteration before its second token's deadline. Every
-        prompt due after it runs later by its work, and must still end within the same share of the time
-        left to its own deadline, hand-off included: the share that admitted it stays its margin. That
-        margin shrinks as the prompt waits, so repeated jumps can hold its first token ever nearer its
-        deadline (measured cost: the option's comment in ``PolyServeOptions``). The delay it causes them is counted as
-        its prefill alone, ``prefill_seconds(w)``, which overstates the true shift by at most one iteration's
-        fixed cost (``b0``): the price of a test that costs a bisection instead of a walk of the queue.
-        Failure mode: the ledger counts a prompt whole until its first token, so a partly prefilled head is
-        overcounted (conservative, never optimistic)."""
+        it too) and leave its decode bank (``_decode_bank``: the KV hand-off, or slack for its later tokens if
+        more) before its deadline. Every prompt due after it runs later by its work, and must still end within
+        the same share of the time left to its own deadline, its own bank kept: the share that admitted it
+        stays its margin. That margin shrinks as the prompt waits, so repeated jumps can hold its first token
+        ever nearer its deadline; the bank stops that short of it (measured cost and gain: the options'
+        comments in ``PolyServeOptions``). Prefill time is the envelope ``fit_prefill_envelope``, never below
+        the latency model's: a queue packed to its prediction has no other margin. The delay ``req`` causes the
+        prompts behind it is counted as its prefill alone, which overstates the true shift by at most one
+        iteration's fixed cost (``b0``): the price of a test that costs a bisection instead of a walk of the
+        queue. Failure mode: the ledger counts a prompt whole until its first token, so a partly prefilled
+        head is overcounted (conservative, never optimistic)."""
+        c = self._prefill_cost
+        assert c is not None  # set by ``cost`` when prefill_edf_admission is on
         chunk = fleet.config.max_num_batched_tokens
         deadlines, prefix, alpha, beta = self._edf_view(s, fleet, c)
         pos = bisect_right(deadlines, req.ttft_deadline)
@@ -258,23 +278,37 @@ class PolyServeRouter(RouterBase):
             return False
         eta = c.prefill_seconds(prefix[pos] + w, chunk)
         left = req.ttft_deadline - now
-        xfer = fleet.config.kv_transfer_s_per_token * (w + 1)
-        return eta <= share * left and eta + xfer <= left
+        return eta <= share * left and eta + self._decode_bank(fleet, req, w) <= left
+
+    def _decode_bank(self, fleet: FleetState, info: RequestInfo, tokens: int) -> float:
+        """Seconds a prompt must keep between its first token and its TTFT deadline on a prefill server: the
+        KV hand-off of its ``tokens`` (and the first token), or, if more, ``prefill_decode_bank`` x its tier's
+        TPOT x the tier's learned mean output, capped at ``1 - prefill_slack_share`` of its TTFT (a bank
+        larger than the slack the share leaves would refuse it even on an empty server). The deadline SLO is
+        cumulative: slack left at the first token pays for slower later tokens (decode batches grow, KV
+        transfers queue); a long output needs more of it."""
+        handoff = fleet.config.kv_transfer_s_per_token * (tokens + 1)
+        k = self.o.prefill_decode_bank
+        if k <= 0:
+            return handoff
+        bank = k * fleet.tiers[info.tier].tpot_ms / 1e3 * fleet.expected_output(info.tier)
+        return max(handoff, min(bank, (1.0 - self.o.prefill_slack_share) * info.ttft_slo))
 
     def _edf_view(self, s: ServerState, fleet: FleetState, c: LinearCost) -> _EdfView:
         """A prefill server's EDF queue as (deadlines, prefix token sums, alpha, beta), rebuilt in O(queue)
         only when the queue changes (``prefill_version``). A queued prompt ``j`` ends after ``E_j =
         prefill_seconds(prefix[j + 1])`` and may be pushed back by ``x`` seconds while ``E_j + x <= share *
-        (d_j - now)`` and ``E_j + x <= d_j - now - handoff_j``: with ``alpha[i]`` the least ``share * d_j -
-        E_j`` and ``beta[i]`` the least ``d_j - handoff_j - E_j`` over ``j >= i``, the room ahead of position
-        ``i`` at time ``now`` is ``min(alpha[i] - share * now, beta[i] - now)``, so ``now`` never enters the
-        cached part: pending requests are retried on every completion, each against every prefill server."""
+        (d_j - now)`` and ``E_j + x <= d_j - now - bank_j`` (``_decode_bank``): with ``alpha[i]`` the least
+        ``share * d_j - E_j`` and ``beta[i]`` the least ``d_j - bank_j - E_j`` over ``j >= i``, the room ahead
+        of position ``i`` at time ``now`` is ``min(alpha[i] - share * now, beta[i] - now)``, so ``now`` never
+        enters the cached part: pending requests are retried on every completion, each against every prefill
+        server. Failure mode: a bank follows its tier's learned mean output, read when the view is built, so
+        it lags that estimate until the queue next changes."""
         hit = self._edf_views.get(s.sid)
         if hit is not None and hit[0] is s and hit[1] == s.prefill_version:
             return hit[2]
         q = s.prefill_queue
         chunk = fleet.config.max_num_batched_tokens
-        per_tok = fleet.config.kv_transfer_s_per_token
         share = self.o.prefill_slack_share
         n = len(q)
         deadlines = [d for d, _, _ in q]
@@ -285,10 +319,10 @@ class PolyServeRouter(RouterBase):
         beta = [math.inf] * (n + 1)
         a = b = math.inf
         for i in range(n - 1, -1, -1):
-            d, _, t = q[i]
+            d, rid, t = q[i]
             end = c.prefill_seconds(prefix[i + 1], chunk)
             a = min(a, share * d - end)
-            b = min(b, d - per_tok * (t + 1) - end)
+            b = min(b, d - self._decode_bank(fleet, fleet.entries[rid].info, t) - end)
             alpha[i] = a
             beta[i] = b
         view = (deadlines, prefix, alpha, beta)
@@ -341,7 +375,7 @@ class PolyServeRouter(RouterBase):
             if lost_cause:
                 return True
             if o.prefill_edf_admission:
-                return self._edf_admits(s, req, fleet, c, now)
+                return self._edf_admits(s, req, fleet, now)
             ahead = s.prefill_tokens
             if o.prefill_looser_weight < 1.0:  # the default 1.0 counts the whole queue: no per-tier sum
                 own = sum(s.prefill_by_tier[: req.tier + 1])
@@ -696,4 +730,5 @@ _factory("polyserve-static-chunk", "ablation: PolyServe with vLLM's static chunk
 _factory("polyserve-promote-first", "variant: the paper's ladder order (promotion before scale-up)",
          promote_before_scale_up=True)
 _factory("polyserve-edf-prefill", "variant: disaggregated prefill admission by the EDF queue (tight prompts jump "
-         "looser ones that keep their slack share)", prefill_edf_admission=True)
+         "looser ones that keep their slack share and a decode bank)", prefill_edf_admission=True,
+         prefill_decode_bank=0.2)
