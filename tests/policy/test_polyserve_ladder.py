@@ -397,28 +397,47 @@ def test_edf_prefill_admission_refuses_a_jump_that_pushes_a_queued_prompt_past_i
 
 @pytest.mark.parametrize("binding", ["share", "handoff"])
 def test_edf_prefill_admission_protects_the_first_prompt_due_after_the_new_one(binding):
-    """A t50 prompt of 15,000 tokens due at 0.8 s, then a short t100 prompt due at 4 s, on a prefill server. A
+    """A t50 prompt of 15,000 tokens due at D, then a short t100 prompt due at 4 s, on a prefill server. A
     1,900-token t20 prompt (due 0.69 s) would run first and end in time, but it pushes the t50 prompt past
-    its share of the time left (share 0.4: 0.32 s) or, with the whole slack usable, past the time its
-    15,000-token KV hand-off needs (30 us/token: 0.45 s before its deadline): refused, though the t100
-    prompt behind has seconds to spare. A 100-token prompt is short enough to fit."""
+    its share of the time left (share 0.4, D = 0.8 s: 0.32 s) or, with the whole slack usable, past the time
+    its 15,000-token KV hand-off (30 us/token: 0.45 s) and the iteration granularity leave before D: refused,
+    though the t100 prompt behind has seconds to spare. A 100-token prompt is short enough to fit."""
     from polyserve.policy.cost import fit_cost
 
-    share, handoff = (0.4, 0.0) if binding == "share" else (1.0, 30e-6)
+    f0 = fleet(roles=["prefill", "decode"])
+    c = fit_cost(f0.model)
+    cap = f0.config.max_num_batched_tokens
+    grain = c.b0 + 2 * c.b1 * cap  # the queue holds more than a chunk
+    share, handoff, due = (0.4, 0.0, 0.8) if binding == "share" else (1.0, 30e-6, 0.8 + grain)
     f = fleet(roles=["prefill", "decode"], kv_transfer_s_per_token=handoff)
     activate(f, 0, None)
-    c = fit_cost(f.model)
-    cap = f.config.max_num_batched_tokens
-    a = req(100, T50, input_tokens=15_000, arrival=0.8 - 3.5)  # t50 TTFT 2 s + 1.5 s: due at 0.8
-    f.on_dispatch(a, 0, 0.0)
+    a = req(100, T50, input_tokens=15_000)
+    f.on_dispatch(req(100, T50, input_tokens=15_000, arrival=due - a.ttft_slo), 0, 0.0)
     f.on_dispatch(req(101, T100, input_tokens=100), 0, 0.0)
-    room = min(share * 0.8, 0.8 - handoff * 15_001)
+    room = min(share * due, due - handoff * 15_001 - grain)
     end_a = c.prefill_seconds(15_000, cap)
     assert end_a <= room < end_a + c.prefill_seconds(1_900, cap), "the t50 prompt fits alone, not behind 1,900"
     assert end_a + c.prefill_seconds(100, cap) <= room
     rt = router(adaptive_split=False, prefill_slack_share=share, prefill_edf_admission=True)
     assert rt.route(req(1, T20, input_tokens=1_900), f, 0.0, "prefill").action == "pending"
     assert rt.route(req(2, T20, input_tokens=100), f, 0.0, "prefill").server == 0
+
+
+@pytest.mark.parametrize(("queued", "admitted"), [(0, True), (2_000, True), (9_000, False)])
+def test_edf_prefill_admission_charges_the_iteration_in_flight_and_the_fill_of_the_last_iteration(queued, admitted):
+    """A 1000-token t20 prompt routed 0.25 s after arrival (0.35 s left, its share 0.175 s) on a prefill
+    server whose queue, t100 prompts due seconds later, runs after it in deadline order. Its own prefill
+    (26.3 ms) fits its share and its deadline whatever the queue, but a busy server first finishes the
+    iteration in flight and fills the new prompt's iteration with the queue: one iteration's fixed cost and
+    up to two chunks of tokens (2,000 queued: 86 ms; a chunk or more: 331 ms, past the 0.35 s left).
+    Refused behind a full chunk, taken on an empty server or behind a short queue."""
+    f = fleet(roles=["prefill", "decode"])
+    activate(f, 0, None)
+    for j in range(queued // 1000):
+        f.on_dispatch(req(100 + j, T100, input_tokens=1000), 0, 0.0)
+    r = req(1, T20, input_tokens=1000, arrival=-0.25)
+    d = router(adaptive_split=False, prefill_edf_admission=True).route(r, f, 0.0, "prefill")
+    assert (d.action == "dispatch") == admitted
 
 
 def _walk_bank(f, info, tokens, share, bank):
@@ -442,14 +461,16 @@ def _edf_walk(f, s, r, now, share, exact, bank=0.0):
     ahead = sum(t for _, _, t in q[:pos])
     eta = c.prefill_seconds(ahead + r.input_tokens, chunk)
     left = r.ttft_deadline - now
-    if eta > share * left or eta + _walk_bank(f, r, r.input_tokens, share, bank) > left:
+    total = sum(t for _, _, t in q)
+    grain = c.b0 + 2 * c.b1 * min(total + r.input_tokens, chunk) if total else 0.0  # in flight + last fill
+    if eta > share * left or eta + grain + _walk_bank(f, r, r.input_tokens, share, bank) > left:
         return False
     cum = ahead
     for d, rid, t in q[pos:]:
         cum += t
         end = c.prefill_seconds(cum + r.input_tokens, chunk) if exact else (
             c.prefill_seconds(cum, chunk) + c.prefill_seconds(r.input_tokens, chunk))
-        if end > share * (d - now) or end > d - now - _walk_bank(f, f.entries[rid].info, t, share, bank):
+        if end > share * (d - now) or end + grain > d - now - _walk_bank(f, f.entries[rid].info, t, share, bank):
             return False
     return True
 
@@ -524,10 +545,10 @@ def test_edf_prefill_admission_bank_of_a_new_prompt_is_capped_so_an_empty_server
 
 def test_edf_prefill_admission_counts_prefill_by_the_envelope_never_below_the_latency_model():
     """Under the roofline model the least-squares surrogate underestimates a full 8,192-token chunk (256 ms
-    against the model's 298 ms). Queued t100 prompts with 0.56 s left (share 0.5: 0.28 s) hold one full chunk
-    minus 200 tokens: by the surrogate, a 200-token t20 prompt run first still lets them end within their
-    share (256 ms); by the model they end at 298 ms. The EDF test, which counts by ``fit_prefill_envelope``,
-    refuses; the same router counting by the surrogate admits."""
+    against the model's 298 ms). Queued t100 prompts with 1.4 s left (share 0.2: 0.28 s) hold one full chunk
+    minus 200 tokens: by the surrogate, a 200-token t30 prompt run first still lets them end within their
+    share (261 ms); by the model they end past 298 ms. The EDF test, which counts by
+    ``fit_prefill_envelope``, refuses; the same router counting by the surrogate admits."""
     from polyserve.core.fleet import FleetConfig, FleetState
     from polyserve.latency.hardware import get_deployment
     from polyserve.latency.roofline import RooflineLatencyModel
@@ -541,12 +562,12 @@ def test_edf_prefill_admission_counts_prefill_by_the_envelope_never_below_the_la
     size = (cap - 200) // 4
     ttft = req(0, T100, input_tokens=size).ttft_slo
     for j in range(4):
-        f.on_dispatch(req(100 + j, T100, input_tokens=size, arrival=0.56 - ttft), 0, 0.0)
+        f.on_dispatch(req(100 + j, T100, input_tokens=size, arrival=1.4 - ttft), 0, 0.0)
     ls = fit_cost(m, f.config.max_num_seqs, cap)
-    assert ls.prefill_seconds(cap, cap) <= 0.5 * 0.56 < m.iteration_time(0, 0, cap)
-    r = req(1, T20, input_tokens=200)
-    assert r.ttft_deadline < 0.56, "EDF runs the new prompt first"
-    rt = router(adaptive_split=False, prefill_edf_admission=True)
+    assert ls.prefill_seconds(4 * size, cap) + ls.prefill_seconds(200, cap) <= 0.2 * 1.4 < m.iteration_time(0, 0, cap)
+    r = req(1, T30, input_tokens=200)
+    assert r.ttft_deadline < 1.4, "EDF runs the new prompt first"
+    rt = router(adaptive_split=False, prefill_edf_admission=True, prefill_slack_share=0.2)
     assert rt.route(r, f, 0.0, "prefill").action == "pending"
     rt._prefill_cost = ls  # the same test counting by the least-squares surrogate
     rt._edf_views.clear()

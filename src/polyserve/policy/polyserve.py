@@ -261,7 +261,9 @@ class PolyServeRouter(RouterBase):
         stays its margin. That margin shrinks as the prompt waits, so repeated jumps can hold its first token
         ever nearer its deadline; the bank stops that short of it (measured cost and gain: the options'
         comments in ``PolyServeOptions``). Prefill time is the envelope ``fit_prefill_envelope``, never below
-        the latency model's: a queue packed to its prediction has no other margin. The delay ``req`` causes the
+        the latency model's: a queue packed to its prediction has no other margin. Each deadline also pays
+        the iteration granularity of a busy server (the iteration in flight, and the fill of a prompt's last
+        iteration by prompts due after it: one iteration's fixed cost and two chunks' tokens at most). The delay ``req`` causes the
         prompts behind it is counted as its prefill alone, which overstates the true shift by at most one
         iteration's fixed cost (``b0``): the price of a test that costs a bisection instead of a walk of the
         queue. Failure mode: the ledger counts a prompt whole until its first token, so a partly prefilled
@@ -274,11 +276,17 @@ class PolyServeRouter(RouterBase):
         w = req.input_tokens
         own = c.prefill_seconds(w, chunk)
         share = self.o.prefill_slack_share
-        if alpha[pos] - share * now < own or beta[pos] - now < own:
+        others = prefix[-1]
+        # iteration granularity: a busy server finishes the iteration in flight first (at most a chunk of the
+        # queue, due before or after), and fills a prompt's last iteration with prompts due after it; neither
+        # is in ``prefill_seconds`` of the work ahead, and at a full chunk (roofline: 298 ms) they are half a
+        # t20 TTFT. Charged to the deadlines themselves (bank and hand-off), not to the share
+        grain = c.b0 + 2 * c.b1 * min(others + w, chunk) if others else 0.0
+        if alpha[pos] - share * now < own or beta[pos] - now - grain < own:
             return False
         eta = c.prefill_seconds(prefix[pos] + w, chunk)
         left = req.ttft_deadline - now
-        return eta <= share * left and eta + self._decode_bank(fleet, req, w) <= left
+        return eta <= share * left and eta + grain + self._decode_bank(fleet, req, w) <= left
 
     def _decode_bank(self, fleet: FleetState, info: RequestInfo, tokens: int) -> float:
         """Seconds a prompt must keep between its first token and its TTFT deadline on a prefill server: the
