@@ -263,11 +263,11 @@ class PolyServeRouter(RouterBase):
         comments in ``PolyServeOptions``). Prefill time is the envelope ``fit_prefill_envelope``, never below
         the latency model's: a queue packed to its prediction has no other margin. Each deadline also pays
         the iteration granularity of a busy server (the iteration in flight, and the fill of a prompt's last
-        iteration by prompts due after it: one iteration's fixed cost and two chunks' tokens at most). The delay ``req`` causes the
-        prompts behind it is counted as its prefill alone, which overstates the true shift by at most one
-        iteration's fixed cost (``b0``): the price of a test that costs a bisection instead of a walk of the
-        queue. Failure mode: the ledger counts a prompt whole until its first token, so a partly prefilled
-        head is overcounted (conservative, never optimistic)."""
+        iteration by prompts due after it: one iteration's fixed cost and two chunks' tokens at most). The
+        delay ``req`` causes the prompts behind it is counted as its prefill alone, which overstates the true
+        shift by at most one iteration's fixed cost (``b0``): the price of a test that costs a bisection
+        instead of a walk of the queue. Failure mode: the ledger counts a prompt whole until its first token,
+        so a partly prefilled head is overcounted (conservative, never optimistic)."""
         c = self._prefill_cost
         assert c is not None  # set by ``cost`` when prefill_edf_admission is on
         chunk = fleet.config.max_num_batched_tokens
