@@ -400,14 +400,15 @@ def test_edf_prefill_admission_protects_the_first_prompt_due_after_the_new_one(b
     """A t50 prompt of 15,000 tokens due at D, then a short t100 prompt due at 4 s, on a prefill server. A
     1,900-token t20 prompt (due 0.69 s) would run first and end in time, but it pushes the t50 prompt past
     its share of the time left (share 0.4, D = 0.8 s: 0.32 s) or, with the whole slack usable, past the time
-    its 15,000-token KV hand-off (30 us/token: 0.45 s) and the iteration granularity leave before D: refused,
+    its 15,000-token KV hand-off (30 us/token: 0.45 s) and its iteration granularity (the 100 tokens due
+    after it may fill its last iteration or be in flight) leave before D: refused,
     though the t100 prompt behind has seconds to spare. A 100-token prompt is short enough to fit."""
     from polyserve.policy.cost import fit_cost
 
     f0 = fleet(roles=["prefill", "decode"])
     c = fit_cost(f0.model)
     cap = f0.config.max_num_batched_tokens
-    grain = c.b0 + 2 * c.b1 * cap  # the queue holds more than a chunk
+    grain = c.b0 + 2 * c.b1 * 100  # its iteration granularity: the 100 tokens due after it
     share, handoff, due = (0.4, 0.0, 0.8) if binding == "share" else (1.0, 30e-6, 0.8 + grain)
     f = fleet(roles=["prefill", "decode"], kv_transfer_s_per_token=handoff)
     activate(f, 0, None)
@@ -462,15 +463,19 @@ def _edf_walk(f, s, r, now, share, exact, bank=0.0):
     eta = c.prefill_seconds(ahead + r.input_tokens, chunk)
     left = r.ttft_deadline - now
     total = sum(t for _, _, t in q)
-    grain = c.b0 + 2 * c.b1 * min(total + r.input_tokens, chunk) if total else 0.0  # in flight + last fill
-    if eta > share * left or eta + grain + _walk_bank(f, r, r.input_tokens, share, bank) > left:
+
+    def grain(behind):  # the iteration in flight and the fill of the last one, by tokens due after the prompt
+        return c.b0 + 2 * c.b1 * min(behind, chunk) if total else 0.0
+
+    if eta > share * left or eta + grain(total - ahead) + _walk_bank(f, r, r.input_tokens, share, bank) > left:
         return False
     cum = ahead
     for d, rid, t in q[pos:]:
         cum += t
         end = c.prefill_seconds(cum + r.input_tokens, chunk) if exact else (
             c.prefill_seconds(cum, chunk) + c.prefill_seconds(r.input_tokens, chunk))
-        if end > share * (d - now) or end + grain > d - now - _walk_bank(f, f.entries[rid].info, t, share, bank):
+        room = d - now - _walk_bank(f, f.entries[rid].info, t, share, bank) - grain(total - cum)
+        if end > share * (d - now) or end > room:
             return False
     return True
 

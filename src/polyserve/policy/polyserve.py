@@ -263,7 +263,7 @@ class PolyServeRouter(RouterBase):
         comments in ``PolyServeOptions``). Prefill time is the envelope ``fit_prefill_envelope``, never below
         the latency model's: a queue packed to its prediction has no other margin. Each deadline also pays
         the iteration granularity of a busy server (the iteration in flight, and the fill of a prompt's last
-        iteration by prompts due after it: one iteration's fixed cost and two chunks' tokens at most). The
+        iteration by prompts due after it: ``_grain``, at most one iteration's fixed cost and two chunks). The
         delay ``req`` causes the prompts behind it is counted as its prefill alone, which overstates the true
         shift by at most one iteration's fixed cost (``b0``): the price of a test that costs a bisection
         instead of a walk of the queue. Failure mode: the ledger counts a prompt whole until its first token,
@@ -276,17 +276,21 @@ class PolyServeRouter(RouterBase):
         w = req.input_tokens
         own = c.prefill_seconds(w, chunk)
         share = self.o.prefill_slack_share
-        others = prefix[-1]
-        # iteration granularity: a busy server finishes the iteration in flight first (at most a chunk of the
-        # queue, due before or after), and fills a prompt's last iteration with prompts due after it; neither
-        # is in ``prefill_seconds`` of the work ahead, and at a full chunk (roofline: 298 ms) they are half a
-        # t20 TTFT. Charged to the deadlines themselves (bank and hand-off), not to the share
-        grain = c.b0 + 2 * c.b1 * min(others + w, chunk) if others else 0.0
-        if alpha[pos] - share * now < own or beta[pos] - now - grain < own:
+        if alpha[pos] - share * now < own or beta[pos] - now < own:
             return False
         eta = c.prefill_seconds(prefix[pos] + w, chunk)
         left = req.ttft_deadline - now
+        grain = self._grain(c, prefix[-1], prefix[-1] - prefix[pos], chunk)
         return eta <= share * left and eta + grain + self._decode_bank(fleet, req, w) <= left
+
+    @staticmethod
+    def _grain(c: LinearCost, queued: int, behind: int, chunk: int) -> float:
+        """Seconds a prompt's first token may come after ``prefill_seconds`` of the work ahead of it on a busy
+        prefill server, by iteration granularity: the iteration in flight may hold prompts due after it (the
+        ledger counts those due before it already), and prompts due after it fill its last iteration; each at
+        most a chunk of the ``behind`` tokens, plus one iteration's fixed cost for the misaligned chunks. At
+        a full chunk under the roofline model that is 2 x 298 ms, more than a t20 TTFT; 0 on an idle server."""
+        return c.b0 + 2 * c.b1 * min(behind, chunk) if queued else 0.0
 
     def _decode_bank(self, fleet: FleetState, info: RequestInfo, tokens: int) -> float:
         """Seconds a prompt must keep between its first token and its TTFT deadline on a prefill server: the
@@ -306,8 +310,9 @@ class PolyServeRouter(RouterBase):
         """A prefill server's EDF queue as (deadlines, prefix token sums, alpha, beta), rebuilt in O(queue)
         only when the queue changes (``prefill_version``). A queued prompt ``j`` ends after ``E_j =
         prefill_seconds(prefix[j + 1])`` and may be pushed back by ``x`` seconds while ``E_j + x <= share *
-        (d_j - now)`` and ``E_j + x <= d_j - now - bank_j`` (``_decode_bank``): with ``alpha[i]`` the least
-        ``share * d_j - E_j`` and ``beta[i]`` the least ``d_j - bank_j - E_j`` over ``j >= i``, the room ahead
+        (d_j - now)`` and ``E_j + x <= d_j - now - bank_j - grain_j`` (``_decode_bank``, ``_grain``: a new
+        prompt ahead of ``j`` adds no tokens behind it): with ``alpha[i]`` the least ``share * d_j - E_j`` and
+        ``beta[i]`` the least ``d_j - bank_j - grain_j - E_j`` over ``j >= i``, the room ahead
         of position ``i`` at time ``now`` is ``min(alpha[i] - share * now, beta[i] - now)``, so ``now`` never
         enters the cached part: pending requests are retried on every completion, each against every prefill
         server. Failure mode: a bank follows its tier's learned mean output, read when the view is built, so
@@ -330,7 +335,8 @@ class PolyServeRouter(RouterBase):
             d, rid, t = q[i]
             end = c.prefill_seconds(prefix[i + 1], chunk)
             a = min(a, share * d - end)
-            b = min(b, d - self._decode_bank(fleet, fleet.entries[rid].info, t) - end)
+            grain = self._grain(c, prefix[n], prefix[n] - prefix[i + 1], chunk)
+            b = min(b, d - self._decode_bank(fleet, fleet.entries[rid].info, t) - grain - end)
             alpha[i] = a
             beta[i] = b
         view = (deadlines, prefix, alpha, beta)
