@@ -111,14 +111,16 @@ class PolyServeOptions:
     prefill_looser_weight: float = 1.0
     # disaggregated (ours; registered as polyserve-edf-prefill): the prefill admission test reads the server's
     # queue in deadline order (EDF): the new prompt waits only for prompts due before it, and every prompt
-    # due after it must still end within prefill_slack_share of the time left to its own deadline. Off by
-    # default, measured (polyserve compare, disaggregated, 150 s probes, 50 s warm-up, tail-bounded req/s,
-    # 3 seeds; docs/results.md): code trace 575.9 -> 604.8 (overall 621.0 -> 653.6), Azure conversation
-    # 305.3 -> 296.1, arXiv lengths 192.6 -> 70.2, roofline model 436.4 -> 45.9. Repeated jumps hold a
-    # looser prompt at the share of its shrinking time left, so its first token creeps to its deadline and
-    # its decode keeps no banked slack: harmless with the code trace's 28-token outputs, the t100 tier's
-    # later tokens miss with long ones; and a queue packed to the surrogate's prediction has no margin for
-    # its error (the roofline's prefill is 14% above it: t20 first tokens miss).
+    # due after it must still end within prefill_slack_share of the time left to its own deadline; prefill
+    # is counted by an envelope never below the latency model, and each deadline pays a busy server's
+    # iteration granularity. Off by default, measured (polyserve compare, disaggregated, 150 s probes, 50 s
+    # warm-up, tail-bounded req/s, 3 seeds; docs/results.md), with prefill_decode_bank 0.2: code trace
+    # 575.9 -> 599.3 (overall 621.0 -> 675.5), Azure conversation 305.3 -> 300.7, arXiv lengths
+    # 192.6 -> 181.8, roofline model 436.4 -> 400.3. As first shipped (no bank, envelope or granularity):
+    # 604.8, 296.1, 70.2 and 45.9: repeated jumps held a looser prompt at the share of its shrinking time
+    # left, so its first token crept to its deadline and its long decode had no banked slack (the bank);
+    # queues packed to the least-squares surrogate met its 14% underestimate of the roofline's prefill (the
+    # envelope), and a t20 prompt behind full 298 ms iterations missed (the granularity)
     # False: the whole queue, looser prompts at prefill_looser_weight, counts ahead of the new prompt
     prefill_edf_admission: bool = False
     # with prefill_edf_admission (ours): every prompt, queued or new, must keep a decode bank between its
