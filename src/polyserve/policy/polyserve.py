@@ -333,12 +333,20 @@ class PolyServeRouter(RouterBase):
         alpha = [math.inf] * (n + 1)
         beta = [math.inf] * (n + 1)
         a = b = math.inf
+        entries, per_tok, k = fleet.entries, fleet.config.kv_transfer_s_per_token, self.o.prefill_decode_bank
+        # ``_decode_bank`` and ``_grain``, inlined: this loop runs on every queue change
+        banks = [k * t.tpot_ms / 1e3 * fleet.expected_output(i) for i, t in enumerate(fleet.tiers)] if k > 0 else []
+        cap = 1.0 - share
         for i in range(n - 1, -1, -1):
             d, rid, t = q[i]
             end = c.prefill_seconds(prefix[i + 1], chunk)
             a = min(a, share * d - end)
-            grain = self._grain(c, prefix[n], prefix[n] - prefix[i + 1], chunk)
-            b = min(b, d - self._decode_bank(fleet, fleet.entries[rid].info, t) - grain - end)
+            bank = per_tok * (t + 1)
+            if banks:
+                info = entries[rid].info
+                bank = max(bank, min(banks[info.tier], cap * info.ttft_slo))
+            grain = c.b0 + 2 * c.b1 * min(prefix[n] - prefix[i + 1], chunk)  # the queue is not empty
+            b = min(b, d - bank - grain - end)
             alpha[i] = a
             beta[i] = b
         view = (deadlines, prefix, alpha, beta)
