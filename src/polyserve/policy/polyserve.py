@@ -283,7 +283,8 @@ class PolyServeRouter(RouterBase):
         eta = c.prefill_seconds(prefix[pos] + w, chunk)
         left = req.ttft_deadline - now
         grain = self._grain(c, prefix[-1], prefix[-1] - prefix[pos], chunk)
-        return eta <= share * left and eta + grain + self._decode_bank(fleet, req, w) <= left
+        bank = self._decode_bank(fleet, req, w, self._tier_banks(fleet))
+        return eta <= share * left and eta + grain + bank <= left
 
     @staticmethod
     def _grain(c: LinearCost, queued: int, behind: int, chunk: int) -> float:
@@ -294,19 +295,25 @@ class PolyServeRouter(RouterBase):
         a full chunk under the roofline model that is 2 x 298 ms, more than a t20 TTFT; 0 on an idle server."""
         return c.b0 + 2 * c.b1 * min(behind, chunk) if queued else 0.0
 
-    def _decode_bank(self, fleet: FleetState, info: RequestInfo, tokens: int) -> float:
+    def _tier_banks(self, fleet: FleetState) -> list[float]:
+        """Per tier, ``prefill_decode_bank`` x its TPOT x its learned mean output, in seconds (``_decode_bank``
+        before its cap); empty when the option is off."""
+        k = self.o.prefill_decode_bank
+        if k <= 0:
+            return []
+        return [k * t.tpot_ms / 1e3 * fleet.expected_output(i) for i, t in enumerate(fleet.tiers)]
+
+    def _decode_bank(self, fleet: FleetState, info: RequestInfo, tokens: int, banks: list[float]) -> float:
         """Seconds a prompt must keep between its first token and its TTFT deadline on a prefill server: the
         KV hand-off of its ``tokens`` (and the first token), or, if more, ``prefill_decode_bank`` x its tier's
         TPOT x the tier's learned mean output, capped at ``1 - prefill_slack_share`` of its TTFT (a bank
         larger than the slack the share leaves would refuse it even on an empty server). The deadline SLO is
         cumulative: slack left at the first token pays for slower later tokens (decode batches grow, KV
-        transfers queue); a long output needs more of it."""
+        transfers queue); a long output needs more of it. ``banks``: ``_tier_banks(fleet)``."""
         handoff = fleet.config.kv_transfer_s_per_token * (tokens + 1)
-        k = self.o.prefill_decode_bank
-        if k <= 0:
+        if not banks:
             return handoff
-        bank = k * fleet.tiers[info.tier].tpot_ms / 1e3 * fleet.expected_output(info.tier)
-        return max(handoff, min(bank, (1.0 - self.o.prefill_slack_share) * info.ttft_slo))
+        return max(handoff, min(banks[info.tier], (1.0 - self.o.prefill_slack_share) * info.ttft_slo))
 
     def _edf_view(self, s: ServerState, fleet: FleetState, c: LinearCost) -> _EdfView:
         """A prefill server's EDF queue as (deadlines, prefix token sums, alpha, beta), rebuilt in O(queue)
@@ -333,20 +340,13 @@ class PolyServeRouter(RouterBase):
         alpha = [math.inf] * (n + 1)
         beta = [math.inf] * (n + 1)
         a = b = math.inf
-        entries, per_tok, k = fleet.entries, fleet.config.kv_transfer_s_per_token, self.o.prefill_decode_bank
-        # ``_decode_bank`` and ``_grain``, inlined: this loop runs on every queue change
-        banks = [k * t.tpot_ms / 1e3 * fleet.expected_output(i) for i, t in enumerate(fleet.tiers)] if k > 0 else []
-        cap = 1.0 - share
+        entries, banks = fleet.entries, self._tier_banks(fleet)
         for i in range(n - 1, -1, -1):
             d, rid, t = q[i]
             end = c.prefill_seconds(prefix[i + 1], chunk)
             a = min(a, share * d - end)
-            bank = per_tok * (t + 1)
-            if banks:
-                info = entries[rid].info
-                bank = max(bank, min(banks[info.tier], cap * info.ttft_slo))
-            grain = c.b0 + 2 * c.b1 * min(prefix[n] - prefix[i + 1], chunk)  # the queue is not empty
-            b = min(b, d - bank - grain - end)
+            bank = self._decode_bank(fleet, entries[rid].info, t, banks)
+            b = min(b, d - bank - self._grain(c, prefix[n], prefix[n] - prefix[i + 1], chunk) - end)
             alpha[i] = a
             beta[i] = b
         view = (deadlines, prefix, alpha, beta)
