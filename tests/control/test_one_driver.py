@@ -24,12 +24,13 @@ from polyserve.gateway.actuator import StaticActuator
 from polyserve.gateway.dispatcher import Dispatcher, Refused, Shed
 from polyserve.latency.hardware import get_deployment
 from polyserve.latency.linear import blis_linear_model
+from polyserve.metrics.records import NOT_ARRIVED, REJECTED, SHED, VIOLATED
 from polyserve.policy import AUTOSCALERS, SCHEDULERS, make_router
 from polyserve.sim.cluster import Simulation, make_rng
 from polyserve.sim.config import SimConfig
 from polyserve.workload import WorkloadSpec, build_workload
 
-ENTRY = ("arrive", "first_token", "finish", "handoff", "tick", "retry_pending")
+ENTRY = ("arrive", "first_token", "finish", "shed_in_engine", "handoff", "tick", "retry_pending")
 
 
 def record_calls(driver: FleetDriver) -> list[tuple]:
@@ -84,7 +85,7 @@ def replay(sim: Simulation, model, calls: list[tuple], policy: str, autoscaler: 
                        autoscaler=AUTOSCALERS.create(autoscaler) if autoscaler else None, log=log,
                        roles=roles)
         futs = {}
-        for name, args, kw in calls:
+        for name, args, _kw in calls:
             if name == "arrive":
                 info, now = args
                 clock[0] = now
@@ -96,10 +97,11 @@ def replay(sim: Simulation, model, calls: list[tuple], policy: str, autoscaler: 
             elif name == "finish":
                 rid, now, out = args[:3]
                 clock[0] = now
-                if kw.get("retry", True):
-                    d.finish(rid, out)
-                else:  # shed inside an engine's queue: the slot frees, no retry (the simulator's rule)
-                    d.driver.finish(rid, now, out, retry=False)
+                d.finish(rid, out)
+            elif name == "shed_in_engine":  # shed inside an engine's queue: a certain miss, no retry
+                rid, now = args
+                clock[0] = now
+                d.driver.shed_in_engine(rid, now)
             elif name == "handoff":
                 info, now = args
                 clock[0] = now
@@ -151,3 +153,26 @@ def test_a_request_ended_unserved_fails_the_gateway_future_with_the_drivers_reas
     errors = [e for e in placed.values() if isinstance(e, Exception)]
     assert errors and all(isinstance(e, Shed | Refused) for e in errors)
     assert any("TTFT deadline" in str(e) for e in errors)
+
+
+@pytest.mark.parametrize(("policy", "rate", "overload"), [
+    ("polyserve", 95.0, "shed"),  # shed in the router
+    ("minimal", 150.0, "shed"),  # shed in the engines' queues
+    ("polyserve", 95.0, "serve"),  # lost causes served last
+])
+def test_every_request_ended_unserved_is_a_certain_miss_of_its_tier(policy, rate, overload):
+    """``fleet.outcomes`` (what ``fair_promotion`` reads) counts, per tier, every arrival once and every request
+    the driver ended unserved (shed in the router or in an engine, rejected) as a certain miss; under
+    ``serve`` a lost cause is a certain miss the moment it is found, so every one counted ends violated."""
+    sim, _, _, _ = simulate(policy, rate, None, overload)
+    o = sim.fleet.outcomes
+    st, tier = sim.records.status, sim.w.tier
+    ntiers = len(sim.fleet.tiers)
+    assert o.total_arrivals == [int(((st != NOT_ARRIVED) & (tier == t)).sum()) for t in range(ntiers)]
+    unserved = [int((((st == SHED) | (st == REJECTED)) & (tier == t)).sum()) for t in range(ntiers)]
+    violated = [int(((st == VIOLATED) & (tier == t)).sum()) for t in range(ntiers)]
+    if overload == "shed":
+        assert o.total_misses == unserved and sum(unserved) > 0
+    else:
+        assert sum(unserved) == 0 and sum(o.total_misses) > 0
+        assert all(m <= v for m, v in zip(o.total_misses, violated, strict=True))

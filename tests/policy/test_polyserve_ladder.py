@@ -180,6 +180,57 @@ def test_b_no_promotion_into_a_tier_whose_own_requests_wait():
     assert (d.action, d.server, d.promoted) == ("dispatch", 0, True)
 
 
+def _outcomes(f, now: float, arrivals: dict[int, int], misses: dict[int, int]) -> None:
+    """Record ``arrivals[tier]`` arrivals and ``misses[tier]`` certain misses, spread over the 10 s before ``now``."""
+    events = [(now - 10.0 + 10.0 * i / n, tier, kind) for kind, d in (("a", arrivals), ("m", misses))
+              for tier, n in d.items() for i in range(n)]
+    for t, tier, kind in sorted(events):
+        (f.outcomes.arrived if kind == "a" else f.outcomes.missed)(tier, t)
+
+
+def test_b_promotion_never_takes_capacity_from_a_tier_losing_more_of_its_own_requests():
+    """``fair_promotion`` (default): t20 has lost 10% of its requests in the last 30 s, t30 only 5%: the t30
+    request does not take the t20 server's spare seat (it waits); with t20 losing no more than t30 (5% each,
+    or t20 nothing), or with the option off, it is promoted as before."""
+    now = 100.0
+    for t20_misses, promoted in ((10, False), (5, True), (0, True)):
+        f = build(2, {0: (T20, 5), 1: (T30, FULL_T30)})
+        _outcomes(f, now, {T20: 100, T30: 100}, {T20: t20_misses, T30: 5})
+        d = router().route(req(1, T30, arrival=now), f, now, "mixed")
+        assert (d.action == "dispatch" and d.promoted) is promoted, (t20_misses, d)
+        if not promoted:
+            assert d == RoutingDecision.wait("no server can meet the deadlines")
+            d = router(fair_promotion=False).route(req(1, T30, arrival=now), f, now, "mixed")
+            assert (d.action, d.server, d.promoted) == ("dispatch", 0, True)
+
+
+def test_b_fair_promotion_of_a_decode_reads_decode_misses_only():
+    """Disaggregated: t20's prompts shed in the shared prefill pool say nothing about t20's decode servers, so a
+    t30 decode is still promoted onto the t20 decode server with room; once t20 loses more second tokens than
+    t30, it waits."""
+    now = 100.0
+    for decode_misses, promoted in ((False, True), (True, False)):
+        f = fleet(2, roles=["decode", "decode"])
+        activate(f, 0, T20)
+        load(f, 0, 5, tier=T20)
+        activate(f, 1, T30)
+        load(f, 1, 73, tier=T30)  # b0 + 73 x b2 = 28.7 ms > 0.95 x 30 ms: no seat left
+        _outcomes(f, now, {T20: 100, T30: 100}, {T20: 10, T30: 5})
+        if decode_misses:
+            for k in range(10):
+                f.outcomes.missed(T20, now, decode=True)
+        d = router().route(req(1, T30, arrival=now), f, now, "decode")
+        assert (d.action == "dispatch" and d.promoted and d.server == 0) is promoted, (decode_misses, d)
+
+
+def test_b_fair_promotion_forgets_misses_older_than_the_window():
+    """The same 10%-vs-5% history, but 31 s and more in the past: nothing counts, the request is promoted."""
+    f = build(2, {0: (T20, 5), 1: (T30, FULL_T30)})
+    _outcomes(f, 60.0, {T20: 100, T30: 100}, {T20: 10, T30: 5})
+    d = router().route(req(1, T30, arrival=91.0), f, 91.0, "mixed")
+    assert (d.action, d.server, d.promoted) == ("dispatch", 0, True)
+
+
 # ---- (c) scale up ------------------------------------------------------------------------------------------
 def test_c_scale_up_from_the_idle_pool_when_nothing_fits():
     """t20 full, nothing tighter, servers 1 and 2 idle: the first idle server joins t20 and takes the request."""

@@ -175,6 +175,7 @@ class FleetDriver:
     # ---- requests ------------------------------------------------------------------------------------------
     def arrive(self, info: RequestInfo, now: float) -> None:
         """A new request: shed at once if already lost (``shed``), else routed (dispatched or pending)."""
+        self.fleet.outcomes.arrived(info.tier, now)
         if self.options.shed and self.lost_test.lost_info(info, now, self.main_phase):
             self._end(info, "shed", f"{LOST_REASON} (on arrival)", now)
             return
@@ -221,6 +222,7 @@ class FleetDriver:
 
     def _end(self, info: RequestInfo, outcome: Outcome, reason: str, now: float) -> None:
         self.waiting.pop(info.rid, None)
+        self.fleet.outcomes.missed(info.tier, now)  # every outcome here is a request ended unserved
         self.host.end(info, outcome, reason, now)
 
     def cancel(self, rid: int) -> bool:
@@ -247,6 +249,15 @@ class FleetDriver:
         self._emptied(e.server, now)
         if retry and self.waiting:
             self.retry_pending(now)
+
+    def shed_in_engine(self, rid: int, now: float) -> None:
+        """Overload ``shed``: an engine dropped ``rid`` from its waiting queue before its prefill began (a
+        certain miss, counted in ``fleet.outcomes``); frees its slot like ``finish`` without a retry."""
+        e = self.fleet.entries.get(rid)
+        if e is None:
+            return
+        self.fleet.outcomes.missed(e.info.tier, now)
+        self.finish(rid, now, None, retry=False)
 
     def handoff(self, info: RequestInfo, now: float) -> None:
         """Disaggregated: ``info``'s prefill is done; it leaves the prefill server and goes to decode."""
@@ -289,6 +300,7 @@ class FleetDriver:
                             self._end(info, "shed", f"{LOST_REASON} (pending in the router)", now)
                             continue
                         lost_q.append(info)
+                        self.fleet.outcomes.missed(info.tier, now, decode=phase == "decode")
                         self.host.lost(info, now)
                         continue
                     q.popleft()

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from polyserve.core.outcomes import TierOutcomes
 from polyserve.core.tiers import TierSet
 
 Role = Literal["mixed", "prefill", "decode"]
@@ -241,6 +242,8 @@ class FleetState:
         self.entries: dict[int, LedgerEntry] = {}
         self.pending: list[deque[RequestInfo]] = [deque() for _ in tiers]
         self.pending_decode: list[deque[RequestInfo]] = [deque() for _ in tiers]
+        # arrivals and certain misses per tier over the last 30 s, written by the driver (core/outcomes.py)
+        self.outcomes = TierOutcomes(len(tiers))
         self._out_sum = [0.0] * len(tiers)
         self._out_n = [0] * len(tiers)
         self.scaling_actions = 0

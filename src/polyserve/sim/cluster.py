@@ -195,7 +195,7 @@ class Simulation:
         """Overload ``shed``: a lost cause dropped from an engine's waiting queue before its prefill began."""
         self.stats.decisions["shed_in_engine"] = self.stats.decisions.get("shed_in_engine", 0) + 1
         self._end(req, SHED, t, f"{LOST_REASON} (in server {inst.sid}'s queue)")
-        self.driver.finish(req.rid, t / NS, None, retry=False)
+        self.driver.shed_in_engine(req.rid, t / NS)
 
     def _engine_lost(self, req: SimRequest, t: int) -> bool:
         return self.lost_test.lost(req.input_tokens, (req.arrival + req.ttft) / NS, t / NS)
