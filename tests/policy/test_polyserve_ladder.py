@@ -217,7 +217,7 @@ def test_b_fair_promotion_of_a_decode_reads_decode_misses_only():
         load(f, 1, 73, tier=T30)  # b0 + 73 x b2 = 28.7 ms > 0.95 x 30 ms: no seat left
         _outcomes(f, now, {T20: 100, T30: 100}, {T20: 10, T30: 5})
         if decode_misses:
-            for k in range(10):
+            for _ in range(10):
                 f.outcomes.missed(T20, now, decode=True)
         d = router().route(req(1, T30, arrival=now), f, now, "decode")
         assert (d.action == "dispatch" and d.promoted and d.server == 0) is promoted, (decode_misses, d)
