@@ -134,7 +134,9 @@ class PolyServeOptions:
     # iteration granularity. Off by default, measured (polyserve compare, disaggregated, 150 s probes, 50 s
     # warm-up, tail-bounded req/s, 3 seeds; docs/results.md), with prefill_decode_bank 0.2: code trace
     # 575.9 -> 599.3 (overall 621.0 -> 675.5), Azure conversation 305.3 -> 300.7, arXiv lengths
-    # 192.6 -> 181.8, roofline model 436.4 -> 400.3. As first shipped (no bank, envelope or granularity):
+    # 192.6 -> 181.8, roofline model 436.4 -> 400.3; with fair_promotion (both rows rerun): code 574.1 vs
+    # 611.4, conversation 305.3 vs 302.6, arXiv 190.5 vs 181.3, roofline 436.4 vs 400.3. As first shipped
+    # (no bank, envelope or granularity):
     # 604.8, 296.1, 70.2 and 45.9: repeated jumps held a looser prompt at the share of its shrinking time
     # left, so its first token crept to its deadline and its long decode had no banked slack (the bank);
     # queues packed to the least-squares surrogate met its 14% underestimate of the roofline's prefill (the
