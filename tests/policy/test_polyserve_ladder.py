@@ -700,3 +700,81 @@ def test_the_edf_prefill_variant_reads_the_queue_in_deadline_order_with_a_decode
     assert (v.o.prefill_edf_admission, v.o.prefill_decode_bank) == (True, 0.2)
     d = ROUTERS.create("polyserve", rng=_random.Random(0))
     assert (d.o.prefill_edf_admission, d.o.prefill_decode_bank) == (False, 0.0)
+
+
+# ---- disaggregated prefill: fair to a worse-off tighter tier (fair_prefill) ---------------------------------
+def _seen_t20_prompts(rt: PolyServeRouter, now: float, tokens: int = 1000, n: int = 5) -> None:
+    """Let ``rt`` see ``n`` t20 prompts of ``tokens`` tokens (its recent mean), routed on a fleet of their own."""
+    other = fleet(roles=["prefill", "decode"])
+    for k in range(n):
+        rt.route(req(900 + k, T20, input_tokens=tokens, arrival=now), other, now, "prefill")
+
+
+@pytest.mark.parametrize("case", ["worse off", "as well off", "option off", "nothing waiting"])
+def test_fair_prefill_a_looser_prompt_waits_while_a_worse_off_tighter_tier_waits(case):
+    """A t20 prompt waits in the router and t20 has lost 10% of its requests over the last 30 s (t100: 0%):
+    a new t100 prompt waits too, though an empty prefill server could take it, so the pool's next room goes
+    to t20. When t20 is no worse off than t100, with ``fair_prefill=False``, or with no t20 prompt waiting,
+    the t100 prompt is placed."""
+    now = 100.0
+    f = fleet(roles=["prefill", "decode"])
+    activate(f, 0, None)
+    _outcomes(f, now, {T20: 100, T100: 100}, {T20: 10, T100: 10 if case == "as well off" else 0})
+    if case != "nothing waiting":
+        f.pending[T20].append(req(99, T20, arrival=now))
+    rt = router(adaptive_split=False, fair_prefill=case != "option off")
+    d = rt.route(req(1, T100, arrival=now), f, now, "prefill")
+    if case == "worse off":
+        assert d == RoutingDecision.wait("prefill: tier t20 is worse off and waiting")
+    else:
+        assert (d.action, d.server) == ("dispatch", 0), d
+
+
+@pytest.mark.parametrize("edf", [False, True])
+def test_fair_prefill_a_looser_prompt_must_leave_room_for_a_worse_off_tighter_tiers_mean_prompt(edf):
+    """Queued 1000-token t100 prompts fill a prefill server so that a new t100 prompt still fits its own long
+    TTFT, but after it a 1000-token t20 prompt (t20's recent mean) could no longer be admitted: while t20 has
+    lost more of its requests than t100, the t100 prompt is refused (nothing of t20's waits, so this is the
+    reserve, not the wait); with one prompt fewer queued, or t20 no worse off, it is admitted. Both admission
+    tests: the whole queue ahead (default) and the EDF queue (``prefill_edf_admission``)."""
+    now = 100.0
+    base = dict(adaptive_split=False, prefill_edf_admission=edf)
+    # boundary: the most queued t100 prompts after which a t20 prompt is still admitted
+    def admits(k: int, tier: int, worse: bool, fair: bool = True) -> bool:
+        f = fleet(roles=["prefill", "decode"])
+        activate(f, 0, None)
+        for j in range(k):
+            f.on_dispatch(req(100 + j, T100, input_tokens=1000, arrival=now), 0, now)
+        _outcomes(f, now, {T20: 100, T100: 100}, {T20: 10 if worse else 0})
+        rt = router(fair_prefill=fair, **base)
+        _seen_t20_prompts(rt, now)
+        return rt.route(req(1, tier, input_tokens=1000, arrival=now), f, now, "prefill").action == "dispatch"
+
+    k_t20 = max(k for k in range(200) if admits(k, T20, worse=False))
+    assert admits(k_t20, T100, worse=False), "the t100 prompt alone fits its own TTFT"
+    assert not admits(k_t20, T100, worse=True), "after it a t20 prompt would not fit"
+    assert admits(k_t20, T100, worse=True, fair=False)
+    assert admits(k_t20 - 1, T100, worse=True), "one prompt fewer leaves room for both"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    queued=st.lists(st.tuples(st.integers(0, 3), st.integers(10, 8000), st.floats(-3.0, 0.0)), max_size=30),
+    tier=st.integers(0, 3), tokens=st.integers(10, 8000), edf=st.booleans(),
+)
+def test_fair_prefill_changes_no_decision_while_no_tighter_tier_is_worse_off(queued, tier, tokens, edf):
+    """With no certain misses recorded, fair_prefill on and off decide every prefill placement alike."""
+    now = 10.0
+    decisions = []
+    for fair in (True, False):
+        f = fleet(roles=["prefill", "prefill", "decode"])
+        activate(f, 0, None)
+        activate(f, 1, None)
+        for j, (t, n, a) in enumerate(queued):
+            f.on_dispatch(req(100 + j, t, input_tokens=n, arrival=now + a), j % 2, now + a)
+        _outcomes(f, now, {0: 50, 1: 50, 2: 50, 3: 50}, {})
+        f.pending[0].append(req(99, 0, arrival=now))
+        rt = router(fair_prefill=fair, prefill_edf_admission=edf, adaptive_split=False)
+        _seen_t20_prompts(rt, now)
+        decisions.append(rt.route(req(1, tier, input_tokens=tokens, arrival=now), f, now, "prefill"))
+    assert decisions[0] == decisions[1]
