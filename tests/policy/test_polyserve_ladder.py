@@ -778,3 +778,31 @@ def test_fair_prefill_changes_no_decision_while_no_tighter_tier_is_worse_off(que
         _seen_t20_prompts(rt, now)
         decisions.append(rt.route(req(1, tier, input_tokens=tokens, arrival=now), f, now, "prefill"))
     assert decisions[0] == decisions[1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    queued=st.lists(st.tuples(st.integers(0, 3), st.integers(10, 6000)), max_size=24),
+    tier=st.integers(1, 3), tokens=st.integers(10, 6000), mean=st.integers(100, 4000),
+)
+def test_fair_prefill_shortcut_refuses_only_where_every_server_would(queued, tier, tokens, mean):
+    """``_no_reserve_anywhere`` (the walk skipped when the server with the fewest queued tokens has no room for
+    the reserve) decides every placement as the full walk does, t20 worse off and no t20 prompt waiting."""
+    import contextlib
+    import unittest.mock
+
+    now = 10.0
+    decisions = []
+    for shortcut in (True, False):
+        f = fleet(roles=["prefill", "prefill", "prefill", "decode"])
+        for sid in range(3):
+            activate(f, sid, None)
+        for j, (t, n) in enumerate(queued):
+            f.on_dispatch(req(100 + j, t, input_tokens=n, arrival=now), j % 3, now)
+        _outcomes(f, now, {0: 50, 1: 50, 2: 50, 3: 50}, {0: 10})
+        rt = router(adaptive_split=False)
+        _seen_t20_prompts(rt, now, tokens=mean)
+        walk = unittest.mock.patch.object(rt, "_no_reserve_anywhere", return_value=False)
+        with contextlib.nullcontext() if shortcut else walk:
+            decisions.append(rt.route(req(1, tier, input_tokens=tokens, arrival=now), f, now, "prefill"))
+    assert decisions[0] == decisions[1]

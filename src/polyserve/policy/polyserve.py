@@ -243,6 +243,11 @@ class PolyServeRouter(RouterBase):
         self._seen: dict[int, float] = {}
         self._arrivals: list[deque[tuple[float, int]]] = []
         self._arrival_tokens: list[int] = []  # prompt tokens in each tier's ``_arrivals`` window
+        # fair_prefill: the tighter tiers the request being routed must leave room for, as (tier, mean prompt,
+        # TTFT s), for the (request id, now) in ``_reserve_key``; None until ``_reserve_admits`` works it out,
+        # reset by every ``route`` call (outcomes change between calls)
+        self._reserve_for: list[tuple[int, int, float]] | None = None
+        self._reserve_key: tuple[int, float] | None = None
         self._draining: dict[int, int] = {}  # server being drained for rebalancing -> receiving tier
         self._reserved: tuple[int, float] | None = None  # (tier, until): next idle server is for that tier
         # prefill servers' EDF queues (``_edf_view``): sid -> (server, its prefill_version, view)
@@ -350,21 +355,44 @@ class PolyServeRouter(RouterBase):
         of its TTFT, and every prompt due after it (``req`` included) keeping room for it; otherwise the queue
         ahead of it (its own and tighter tiers' prompts, looser ones at ``prefill_looser_weight``, ``req``
         among them) within that share. Failure mode: the reserve is one mean prompt, not a burst; a tighter
-        tier whose prompts vary widely in length is protected only on average."""
-        outcomes = fleet.outcomes
-        guest = -1.0
-        for h in range(req.tier):
-            if not self._arrivals or not self._arrivals[h]:
-                continue
-            if guest < 0:
-                guest = outcomes.miss_share(req.tier, now)
-            if outcomes.miss_share(h, now) <= guest:
-                continue
-            px = max(1, round(self._arrival_tokens[h] / len(self._arrivals[h])))
-            ttft = fleet.tiers[h].ttft_slo_ms(px) / 1e3
-            if not self._fits_reserve(s, req, fleet, now, h, px, ttft):
-                return False
-        return True
+        tier whose prompts vary widely in length is protected only on average.
+
+        Which tiers to reserve for depends on the request and the fleet's outcomes, not on the server: it is
+        worked out once per ``route`` call (``_reserve_for``, reset there) and reused for every server the
+        walk tries (measured: 2.7x the simulator's wall time without the reuse, code trace at 600 req/s)."""
+        key = (req.rid, now)
+        if self._reserve_for is None or self._reserve_key != key:
+            self._reserve_key = key
+            self._reserve_for = []
+            outcomes = fleet.outcomes
+            guest = -1.0
+            for h in range(req.tier):
+                if not self._arrivals or not self._arrivals[h]:
+                    continue
+                if guest < 0:
+                    guest = outcomes.miss_share(req.tier, now)
+                if outcomes.miss_share(h, now) <= guest:
+                    continue
+                px = max(1, round(self._arrival_tokens[h] / len(self._arrivals[h])))
+                self._reserve_for.append((h, px, fleet.tiers[h].ttft_slo_ms(px) / 1e3))
+        return all(self._fits_reserve(s, req, fleet, now, h, px, ttft) for h, px, ttft in self._reserve_for)
+
+    def _no_reserve_anywhere(self, req: RequestInfo, fleet: FleetState, now: float, lost: bool) -> bool:
+        """True when ``_reserve_admits`` would refuse ``req`` on every prefill server, known without the walk: under
+        the whole-queue test at ``prefill_looser_weight`` 1.0 a server's room for a reserved prompt depends only
+        on its queued prompt tokens, so the server with the fewest decides for all. Only a shortcut (the same
+        decisions; a pending request is retried against the whole pool on every completion, and under overload
+        most of those walks end in this refusal)."""
+        o = self.o
+        if lost or not o.fair_prefill or o.prefill_edf_admission or o.prefill_looser_weight != 1.0:
+            return False
+        idx = fleet.index(None, "prefill")
+        if idx.size == 0:
+            return False
+        servers = fleet.servers
+        fewest = min((servers[sid] for sid in idx.ascending() if servers[sid].routable(now)),
+                     key=lambda x: x.prefill_tokens, default=None)
+        return fewest is not None and not self._reserve_admits(fewest, req, fleet, now)
 
     def _fits_reserve(
         self, s: ServerState, req: RequestInfo, fleet: FleetState, now: float, h: int, px: int, ttft: float
@@ -589,6 +617,7 @@ class PolyServeRouter(RouterBase):
     # ---- the ladder ---------------------------------------------------------------------------------------
     def route(self, req: RequestInfo, fleet: FleetState, now: float, phase: Phase) -> RoutingDecision:
         tiers = fleet.tiers
+        self._reserve_for = None
         if phase != "decode" and req.rid not in self._seen:
             if not self._arrivals:
                 self._arrivals = [deque() for _ in tiers]
@@ -602,7 +631,8 @@ class PolyServeRouter(RouterBase):
                 h = self._worse_off_waiting(req, fleet, now)
                 if h is not None:
                     return RoutingDecision.wait(f"prefill: tier {tiers[h].name} is worse off and waiting")
-            sid = self._pick(fleet, None, "prefill", req, 0.0, now, phase, lost)
+            sid = None if self._no_reserve_anywhere(req, fleet, now, lost) else self._pick(
+                fleet, None, "prefill", req, 0.0, now, phase, lost)
             if sid is not None:
                 return RoutingDecision.to(sid, "prefill: most loaded prefill server meeting the TTFT")
             idle = self._idle(fleet, "prefill", now, PREFILL)
