@@ -98,6 +98,7 @@ import math
 import random
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 
 from polyserve.core.errors import ConfigError
@@ -280,8 +281,7 @@ class PolyServeRouter(RouterBase):
         base = t.tpot_ms / 1e3
         if self.o.bank_fraction <= 0:
             return base
-        q = self._arrivals[tier] if self._arrivals else None
-        p = sum(x[1] for x in q) / len(q) if q else 1000.0
+        p = self._mean_prompt(tier) or 1000.0
         d = max(1.0, fleet.expected_output(tier))
         return base + self.o.bank_fraction * t.ttft_slo_ms(int(p)) / 1e3 / d
 
@@ -332,18 +332,31 @@ class PolyServeRouter(RouterBase):
         bank = self._decode_bank(fleet, req, w, self._tier_banks(fleet))
         return eta <= share * left and eta + grain + bank <= left
 
+    def _mean_prompt(self, tier: int) -> float:
+        """Mean prompt tokens of ``tier``'s arrivals in the demand window; 0 with none seen."""
+        q = self._arrivals[tier] if self._arrivals else None
+        return self._arrival_tokens[tier] / len(q) if q else 0.0
+
+    def _worse_off(
+        self, req: RequestInfo, fleet: FleetState, now: float, among: Callable[[int], bool]
+    ) -> Iterator[int]:
+        """Tighter tiers than ``req``'s, tightest first, that pass ``among`` and have lost a larger share of their
+        requests over the outcome window than ``req``'s tier (``fair_prefill``). ``among`` is tested first:
+        it is the cheap test, and ``req``'s own share is read only once one passes."""
+        outcomes = fleet.outcomes
+        guest = -1.0
+        for h in range(req.tier):
+            if not among(h):
+                continue
+            if guest < 0:
+                guest = outcomes.miss_share(req.tier, now)
+            if outcomes.miss_share(h, now) > guest:
+                yield h
+
     def _worse_off_waiting(self, req: RequestInfo, fleet: FleetState, now: float) -> int | None:
         """A tighter tier with prompts waiting in the router that has lost a larger share of its requests than
         ``req``'s tier over the outcome window (``fair_prefill``), or None."""
-        guest = -1.0
-        for h in range(req.tier):
-            if not fleet.pending[h]:
-                continue
-            if guest < 0:
-                guest = fleet.outcomes.miss_share(req.tier, now)
-            if fleet.outcomes.miss_share(h, now) > guest:
-                return h
-        return None
+        return next(self._worse_off(req, fleet, now, lambda h: bool(fleet.pending[h])), None)
 
     def _reserve_admits(self, s: ServerState, req: RequestInfo, fleet: FleetState, now: float) -> bool:
         """``fair_prefill``: with ``req`` admitted, could prefill server ``s`` still admit a prompt of each tighter
@@ -364,16 +377,8 @@ class PolyServeRouter(RouterBase):
         if self._reserve_for is None or self._reserve_key != key:
             self._reserve_key = key
             self._reserve_for = []
-            outcomes = fleet.outcomes
-            guest = -1.0
-            for h in range(req.tier):
-                if not self._arrivals or not self._arrivals[h]:
-                    continue
-                if guest < 0:
-                    guest = outcomes.miss_share(req.tier, now)
-                if outcomes.miss_share(h, now) <= guest:
-                    continue
-                px = max(1, round(self._arrival_tokens[h] / len(self._arrivals[h])))
+            for h in self._worse_off(req, fleet, now, lambda h: bool(self._arrivals and self._arrivals[h])):
+                px = max(1, round(self._mean_prompt(h)))
                 self._reserve_for.append((h, px, fleet.tiers[h].ttft_slo_ms(px) / 1e3))
         return all(self._fits_reserve(s, req, fleet, now, h, px, ttft) for h, px, ttft in self._reserve_for)
 
@@ -787,7 +792,7 @@ class PolyServeRouter(RouterBase):
                 out.append(0.0)
                 continue
             rate = len(q) / span
-            p = self._arrival_tokens[t] / len(q)
+            p = self._mean_prompt(t)
             d = fleet.expected_output(t)
             s = tiers[t].tpot_ms / 1e3 * self.o.tpot_headroom
             work = c.b2 * d + c.b3 * (p + d / 2) * d + (c.b1 * p if role == "mixed" else 0.0)
