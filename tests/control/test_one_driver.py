@@ -155,16 +155,18 @@ def test_a_request_ended_unserved_fails_the_gateway_future_with_the_drivers_reas
     assert any("TTFT deadline" in str(e) for e in errors)
 
 
-@pytest.mark.parametrize(("policy", "rate", "overload"), [
-    ("polyserve", 95.0, "shed"),  # shed in the router
-    ("minimal", 150.0, "shed"),  # shed in the engines' queues
-    ("polyserve", 95.0, "serve"),  # lost causes served last
+@pytest.mark.parametrize(("policy", "rate", "overload", "mode"), [
+    ("polyserve", 95.0, "shed", "colocated"),  # shed in the router
+    ("minimal", 150.0, "shed", "colocated"),  # shed in the engines' queues
+    ("polyserve", 95.0, "serve", "colocated"),  # lost causes served last
+    ("polyserve", 95.0, "serve", "disaggregated"),  # lost in the prefill pool, and again as a decode
 ])
-def test_every_request_ended_unserved_is_a_certain_miss_of_its_tier(policy, rate, overload):
+def test_every_request_ended_unserved_is_a_certain_miss_of_its_tier(policy, rate, overload, mode):
     """``fleet.outcomes`` (what ``fair_promotion`` reads) counts, per tier, every arrival once and every request
     the driver ended unserved (shed in the router or in an engine, rejected) as a certain miss; under
-    ``serve`` a lost cause is a certain miss the moment it is found, so every one counted ends violated."""
-    sim, _, _, _ = simulate(policy, rate, None, overload)
+    ``serve`` a lost cause is a certain miss the moment it is found, so every one counted ends violated, and
+    a disaggregated request lost in both phases is one miss of each phase, never two of one."""
+    sim, _, _, _ = simulate(policy, rate, None, overload, mode=mode)
     o = sim.fleet.outcomes
     st, tier = sim.records.status, sim.w.tier
     ntiers = len(sim.fleet.tiers)
@@ -175,4 +177,7 @@ def test_every_request_ended_unserved_is_a_certain_miss_of_its_tier(policy, rate
         assert o.total_misses == unserved and sum(unserved) > 0
     else:
         assert sum(unserved) == 0 and sum(o.total_misses) > 0
-        assert all(m <= v for m, v in zip(o.total_misses, violated, strict=True))
+        for total in (o.total_misses, o.total_decode_misses):
+            assert all(m <= v for m, v in zip(total, violated, strict=True))
+    if mode == "disaggregated":
+        assert sum(o.total_decode_misses) > 0  # the case this row is for: both phases lost

@@ -40,7 +40,10 @@ class TierOutcomes:
             [deque() for _ in range(num_tiers)], [deque() for _ in range(num_tiers)])
         self._last = float("-inf")
         self.total_arrivals = [0] * num_tiers
-        self.total_misses = [0] * num_tiers  # both phases
+        # per phase, as the windows: a disaggregated request found a lost cause under ``serve`` in its prefill
+        # and again in its decode is one miss of each phase, so each total counts a request at most once
+        self.total_misses = [0] * num_tiers  # of the first token
+        self.total_decode_misses = [0] * num_tiers  # of a disaggregated decode's second token
 
     def _advance(self, now: float) -> float:
         # a stale ``now`` (a live host that read its clock before another call went through) counts as the
@@ -70,7 +73,7 @@ class TierOutcomes:
         q = self._misses[decode][tier]
         q.append(now)
         self._trim(q, now)
-        self.total_misses[tier] += 1
+        (self.total_decode_misses if decode else self.total_misses)[tier] += 1
 
     def counts(self, tier: int, now: float, decode: bool = False) -> tuple[int, int]:
         """(arrivals, certain misses of the first token, or with ``decode`` of a decode's second token) of
