@@ -757,6 +757,36 @@ def test_fair_prefill_a_looser_prompt_must_leave_room_for_a_worse_off_tighter_ti
     assert admits(k_t20 - 1, T100, worse=True), "one prompt fewer leaves room for both"
 
 
+@pytest.mark.parametrize("idle", ["prefill server", "decode server, adaptive split", "none"])
+@pytest.mark.parametrize("rule", ["wait", "reserve"])
+def test_fair_prefill_gives_no_way_while_a_server_that_could_prefill_is_idle(idle, rule):
+    """t20 is worse off than t100 (the wait: a t20 prompt waits; the reserve: a t100 prompt would leave no room
+    for t20's mean prompt). While a server that could become a prefill server is idle (an idle prefill
+    server, or with ``adaptive_split`` an idle decode server) the pool is not zero-sum and the t100 prompt is
+    placed on the busy prefill server; with none idle it waits."""
+    now = 100.0
+    roles = ["prefill", "prefill", "decode"] if idle == "prefill server" else ["prefill", "decode"]
+    f = fleet(roles=roles)  # servers start idle
+    activate(f, 0, None)
+    if idle == "none":
+        activate(f, 1, T20)  # the decode server
+    _outcomes(f, now, {T20: 100, T100: 100}, {T20: 10})
+    rt = router(adaptive_split=idle == "decode server, adaptive split")
+    _seen_t20_prompts(rt, now)
+    k = 0
+    if rule == "wait":
+        f.pending[T20].append(req(99, T20, arrival=now))
+    else:  # the most queued t100 prompts after which a 1000-token t20 prompt is still admitted
+        while rt.feasible(f.servers[0], req(2, T20, input_tokens=1000, arrival=now), f, 0.0, now, "prefill"):
+            f.on_dispatch(req(100 + k, T100, input_tokens=1000, arrival=now), 0, now)
+            k += 1
+    d = rt.route(req(1, T100, input_tokens=1000 if rule == "wait" else 10, arrival=now), f, now, "prefill")
+    if idle == "none":
+        assert d.action == "pending", d
+    else:
+        assert (d.action, d.server) == ("dispatch", 0), d
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     queued=st.lists(st.tuples(st.integers(0, 3), st.integers(10, 8000), st.floats(-3.0, 0.0)), max_size=30),
