@@ -226,9 +226,34 @@ class FleetDriver:
         self.host.end(info, outcome, reason, now)
 
     def cancel(self, rid: int) -> bool:
-        """The client went away while ``rid`` was pending: forget it (its queue slot is skipped lazily).
-        True if it was pending."""
-        return self.waiting.pop(rid, None) is not None
+        """The client went away while ``rid`` was pending: forget it and take it out of its queue at once.
+        True if it was pending.
+
+        Why at once: routers and autoscalers read the queues (``fleet.pending``: the fair_prefill wait rule,
+        ``protect_host_tier``, ``rebalance_backlog``, the target-concurrency backlog), so an entry left for a
+        lazy skip would count as demand, or hold a looser request back, until it reached its queue's head.
+        Costs one scan of the request's tier queue (O(queued)); ``cancel_all`` empties every queue in one go."""
+        info = self.waiting.pop(rid, None)
+        if info is None:
+            return False
+        f = self.fleet
+        for q in (f.pending[info.tier], f.pending_decode[info.tier], *self.lost_queues.values()):
+            for i, x in enumerate(q):
+                if x.rid == rid:
+                    del q[i]
+                    return True
+        return True
+
+    def cancel_all(self) -> list[int]:
+        """Forget every pending request (no backend left to serve them): the rids, in no particular order."""
+        rids = list(self.waiting)
+        self.waiting.clear()
+        for queues in (self.fleet.pending, self.fleet.pending_decode):
+            for q in queues:
+                q.clear()
+        for q in self.lost_queues.values():
+            q.clear()
+        return rids
 
     def first_token(self, rid: int, now: float, tokens: int | None = None) -> None:
         if rid in self.fleet.entries:
@@ -291,7 +316,7 @@ class FleetDriver:
             for q in queues:
                 while q:
                     info = q[0]
-                    if info.rid not in waiting:
+                    if info.rid not in waiting:  # defensive: ``cancel`` removes its entry at once
                         q.popleft()
                         continue
                     if lost_fn(info, now, phase):  # type: ignore[arg-type]

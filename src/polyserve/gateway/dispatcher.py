@@ -172,8 +172,7 @@ class Dispatcher(HostBase):
     def mark_dead(self, sid: int) -> None:
         self.driver.mark_dead(sid, self.now())
         if self.driver.routable_count() == 0:  # the last backend went: nobody waiting can be served
-            for rid in list(self.driver.waiting):
-                self.driver.cancel(rid)
+            for rid in self.driver.cancel_all():
                 fut = self._futures.pop(rid, None)
                 if fut is not None and not fut.done():
                     fut.set_exception(Shed(NO_BACKEND, 503))
