@@ -10,12 +10,12 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from policy.helpers import fleet, model, req
 from polyserve.control import FleetDriver
 from polyserve.control.driver import DriverOptions, HostBase
 from polyserve.core.fleet import RoutingDecision
 from polyserve.policy.base import RouterBase
 from polyserve.policy.overload import LostCauseTest
-from policy.helpers import fleet, model, req
 
 
 class Host(HostBase):

