@@ -107,6 +107,19 @@ def test_a_own_tier_never_uses_another_tiers_server_when_its_own_has_room(litera
     assert (d.action, d.server, d.promoted, d.reason) == ("dispatch", 1, False, "own tier")
 
 
+def test_the_decode_bank_loosens_a_decode_server_never_a_colocated_one():
+    """``bank_fraction`` lets a disaggregated decode iteration spend banked TTFT slack; a co-located server's
+    dynamic chunker already spends it on larger chunks, so admission there stays at the TPOT. With the bank,
+    the full t20 server (38 decoding) would pass at a 21.4 ms budget; it must still be skipped (an idle
+    server is scaled up instead), exactly as without the bank."""
+    f = build(2, {0: (T20, FULL_T20)})
+    banked, plain = router(bank_fraction=0.3), router()
+    assert banked.route(req(1, T20), f, 0.0, "mixed") == plain.route(req(1, T20), f, 0.0, "mixed")
+    assert banked.route(req(2, T20), f, 0.0, "mixed").server == 1
+    assert banked.tier_budget(f, T20, "mixed") == plain.tier_budget(f, T20, "decode") == 0.020
+    assert banked.tier_budget(f, T20, "decode") > 0.020  # 20 ms + 0.3 x 0.6 s TTFT over a 256-token prior
+
+
 # ---- (b) lazy promotion ------------------------------------------------------------------------------------
 def test_b_promotion_when_own_tier_full_and_no_idle_server():
     """t30 request, own tier full, idle pool empty: promoted to the t20 server, flagged and explained."""

@@ -193,7 +193,14 @@ class PolyServeOptions:
     scale_down_period_s: float = 1.0
     scale_down_hysteresis_s: float = 1.0
     min_servers_per_tier: int = 0
-    bank_fraction: float = 0.0  # share of a tier's TTFT slack, spread over its mean output, a decode may use
+    # disaggregated decode servers only: the share of a tier's TTFT slack, spread over its mean output, that a
+    # decode iteration may add to the TPOT (``tier_budget``). Off; measured (code trace, 150 s probes, 50 s
+    # warm-up, tail-bounded req/s, 75% initial prefill share): seed 0, 615.9 at 0, 632.1 at 0.1, 643.0 at 0.2,
+    # 615.9 at 0.3, 594.2 at 0.4; 0.2 on seeds 0 / 1 / 2: 643.0 / 612.3 / 613.3 against 615.9 / 623.1 / 607.8
+    # (mean 622.8 vs 615.6, inside the seed spread; overall goodput 640.9 both: it buys no capacity, the prefill
+    # pool binds). Co-located (where it applied too until it was restricted), seed 0: 599.6 at 0, 588.8 / 578.0
+    # / 583.4 / 583.4 at 0.1 / 0.2 / 0.3 / 0.5: the dynamic chunker already spends the bank there
+    bank_fraction: float = 0.0
     rebalance: bool = True  # move servers between tiers by measured demand when the idle pool is empty
     rebalance_window_s: float = 30.0  # arrival-rate window of the demand estimate
     rebalance_margin: float = 0.75  # servers a donor must have above, and a receiver below, its target
@@ -276,13 +283,18 @@ class PolyServeRouter(RouterBase):
         return d
 
     # ---- helpers -------------------------------------------------------------------------------------------
-    def tier_budget(self, fleet: FleetState, tier: int) -> float:
-        """Seconds a decode iteration of a tier's server may take: its TPOT, plus (``bank_fraction``) the
-        slack its requests bank by a first token well before the TTFT deadline, spread over their mean
-        output (the deadline SLO is cumulative, so banked slack can pay for slower tokens later)."""
+    def tier_budget(self, fleet: FleetState, tier: int, role: str) -> float:
+        """Seconds a decode iteration of a tier's server may take: its TPOT, plus, on a disaggregated decode
+        server (``role`` "decode"), ``bank_fraction`` of the slack its requests bank by a first token before the
+        TTFT deadline, spread over the tier's mean output (the deadline SLO is cumulative, so banked slack can
+        pay for slower tokens later). Not on a co-located server: its scheduler already spends the bank, on
+        larger prefill chunks (``DynamicChunkScheduler`` sizes each chunk to the batch's tightest deadline), so
+        admission spending it again counts it twice (measured in ``PolyServeOptions``). Failure mode: the
+        spread is over the *mean* output; a request much longer than its tier's mean runs out of bank on a
+        server packed to this budget, and its later tokens are late."""
         t = fleet.tiers[tier]
         base = t.tpot_ms / 1e3
-        if self.o.bank_fraction <= 0:
+        if self.o.bank_fraction <= 0 or role != "decode":
             return base
         p = self._mean_prompt(tier) or 1000.0
         d = max(1.0, fleet.expected_output(tier))
@@ -667,7 +679,7 @@ class PolyServeRouter(RouterBase):
             return RoutingDecision.wait("prefill pool full and no idle server")
         role = "mixed" if phase == "mixed" else "decode"
         t = req.tier
-        own_tpot = self.tier_budget(fleet, t)
+        own_tpot = self.tier_budget(fleet, t, role)
         # (a) own tier
         sid = self._pick(fleet, t, role, req, own_tpot, now, phase, lost)
         if sid is not None:
@@ -743,7 +755,7 @@ class PolyServeRouter(RouterBase):
                 continue  # the host tier's own requests are waiting: its seats are theirs (ours)
             if fair and outcomes.miss_share(h, now, decode) > guest:
                 continue  # the host tier is losing more of its own requests: its capacity is not spare (ours)
-            sid = self._pick(fleet, h, role, req, self.tier_budget(fleet, h), now, phase, lost,
+            sid = self._pick(fleet, h, role, req, self.tier_budget(fleet, h, role), now, phase, lost,
                              self.o.promotion_reserve)
             if sid is not None:
                 return sid
@@ -804,7 +816,9 @@ class PolyServeRouter(RouterBase):
     # ---- rebalancing (ours) ---------------------------------------------------------------------------------
     def demand(self, fleet: FleetState, now: float, role: str) -> list[float]:
         """Servers each tier needs now: its arrival rate over the window times the server-seconds one request
-        costs at the tier's TPOT (the optimal bound's ``1/mu_t`` with the learned prompt and output means)."""
+        costs at the tier's TPOT (the optimal bound's ``1/mu_t`` with the learned prompt and output means).
+        The TPOT, not ``tier_budget``: with the decode bank counted here too, the code trace (disaggregated,
+        ``bank_fraction`` 0.2, 3 seeds) lost what the bank gained on seed 0 (tail-bounded 643.0 -> 621.3 req/s)."""
         tiers = fleet.tiers
         if not self._arrivals:
             return [0.0] * len(tiers)
