@@ -27,6 +27,12 @@ def _pct(x: object) -> str:
     return "-" if x is None else f"{x:.1%}"  # type: ignore[str-format]
 
 
+def _timed_out(r: dict) -> str:
+    """Share of requests whose stream ended with an error after the first token (no decode seat in time):
+    n/a co-located, where no request waits for a seat after its first token."""
+    return "n/a" if r.get("mode") == "colocated" else _pct(r.get("timed_out_fraction"))
+
+
 def _range(r: dict, key: str) -> str:
     lo, hi = r.get(f"{key}_min"), r.get(f"{key}_max")
     if lo is None or hi is None or lo == hi:
@@ -36,7 +42,8 @@ def _range(r: dict, key: str) -> str:
 
 def table(rows: list[dict], tiers: list[str]) -> str:
     head = ["policy", "mode", "tail-bounded req/s (min-max)", "overall req/s", "every-tier req/s",
-            "% of bound", *[f"att {t}" for t in tiers], "p99 TTFT all ms", "p99 TTFT all at overall ms", "shed",
+            "% of bound", *[f"att {t}" for t in tiers], "p99 TTFT all ms", "p99 TTFT all at overall ms",
+            "shed / timed out",
             "autoscaled att/inst-s", "TPOT p50/p99 ms"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -49,7 +56,8 @@ def table(rows: list[dict], tiers: list[str]) -> str:
         cells = [name, r["mode"], _range(r, "goodput_rps_tail_bounded"), _range(r, "goodput_rps"),
                  _f(r["goodput_rps_all_tiers"]), _pct(r["tail_bounded_fraction"]),
                  *[_pct(ab.get(t)) for t in tiers], _f(r.get("ttft_p99_ms_all"), 0),
-                 _f(r.get("ttft_p99_ms_all_at_goodput_rps"), 0), _pct(r.get("shed_fraction")),
+                 _f(r.get("ttft_p99_ms_all_at_goodput_rps"), 0),
+                 f"{_pct(r.get('shed_fraction'))} / {_timed_out(r)}",
                  _f(r["autoscaled_goodput_per_instance_s"], 3),
                  f"{_f(r['tpot_p50_ms'])} / {_f(r['tpot_p99_ms'])}"]
         out.append("| " + " | ".join(cells) + " |")

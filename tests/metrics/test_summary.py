@@ -67,7 +67,7 @@ def test_overall_attainment_counts_every_arrived_request():
     """2 attained of 5 arrived (the not-arrived #5 is excluded): 0.4; status counts as in the table."""
     s = summarize(*hand_built())
     assert (s["requests"], s["attained"], s["attainment"]) == (5, 2, 0.4)
-    assert s["status"] == {"unfinished": 1, "attained": 2, "violated": 1, "shed": 1, "rejected": 0}
+    assert s["status"] == {"unfinished": 1, "attained": 2, "violated": 1, "shed": 1, "rejected": 0, "timed_out": 0}
 
 
 def test_per_tier_attainment_and_counts():

@@ -13,6 +13,7 @@ from rich.table import Table
 from polyserve.bench.config import parse_weights  # the --tier-weights parser bench uses too
 from polyserve.cli.options import (
     ColdStart,
+    DecodeSeatTimeout,
     Gpu,
     GpuMemUtil,
     Instances,
@@ -54,7 +55,7 @@ def print_rows(rows: list[dict], title: str) -> None:
     tiers = sorted({k for r in rows for k in (r.get("attainment_by_tier") or {})},
                    key=lambda n: [int(c) if c.isdigit() else c for c in n.replace("t", " ").split()])
     cols = ["policy", "mode", "tail-bounded (min-max)", "overall", "all tiers", "% bound", *[f"att {x}" for x in tiers],
-            "TTFT p99 all", "shed", "autoscaled att/inst-s", "TPOT p50/p99"]
+            "TTFT p99 all", "shed / timed out", "autoscaled att/inst-s", "TPOT p50/p99"]
     for c in cols:
         t.add_column(c, justify="left" if c in ("policy", "mode") else "right")
     for r in rows:
@@ -69,7 +70,8 @@ def print_rows(rows: list[dict], title: str) -> None:
             f"{_num(r['goodput_rps_tail_bounded'])} ({_num(r['goodput_rps_tail_bounded_min'])}-"
             f"{_num(r['goodput_rps_tail_bounded_max'])})",
             _num(r["goodput_rps"]), _num(r["goodput_rps_all_tiers"]), _pct(r["tail_bounded_fraction"]),
-            *[_pct(ab.get(x)) for x in tiers], _num(r["ttft_p99_ms_all"], 0), _pct(r["shed_fraction"]),
+            *[_pct(ab.get(x)) for x in tiers], _num(r["ttft_p99_ms_all"], 0),
+            f"{_pct(r['shed_fraction'])} / {_pct(r.get('timed_out_fraction'))}",
             _num(r["autoscaled_goodput_per_instance_s"], 3),
             f"{_num(r['tpot_p50_ms'])}/{_num(r['tpot_p99_ms'])}",
         )
@@ -94,6 +96,7 @@ def register(app: typer.Typer) -> None:
         rel_tol: Annotated[float, typer.Option("--rel-tol", help="Goodput bisection tolerance (relative)")] = 0.01,
         seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds; figures are means with min-max")] = "0,1,2",
         overload: Annotated[str, typer.Option("--overload", help="For every policy alike: shed (drop a request whose TTFT can no longer be met) | serve (serve it late)")] = "shed",
+        decode_seat_timeout: DecodeSeatTimeout = 30.0,
         tail_factor: Annotated[float, typer.Option("--tail-factor", help="Headline goodput: every tier's p99 TTFT (all requests) <= this x its TTFT SLO")] = 2.0,
         co_chunk_budgets: Annotated[str, typer.Option("--co-chunk-budgets", help="Static token budgets swept for co-chunk")] = "256,512,1024,2048,4096,8192",
         prefill_fractions: Annotated[str, typer.Option("--prefill-fractions", help="Disaggregated: initial prefill-pool shares swept for every policy alike, each reported at its best ('' = only --prefill-fraction)")] = "",
@@ -121,7 +124,7 @@ def register(app: typer.Typer) -> None:
             sim = SimConfig(instances=instances, prefill_fraction=prefill_fraction, kv_link_gbps=kv_link_gbps,
                             cold_start_s=cold_start, max_num_seqs=max_num_seqs,
                             max_num_batched_tokens=max_num_batched_tokens or default_max_num_batched_tokens(gpu),
-                            overload=overload)
+                            overload=overload, decode_seat_timeout_s=decode_seat_timeout or None)
             gs = GoodputSettings(target=target, duration_s=duration, warmup_s=warmup, rel_tol=rel_tol,
                                  tail_factor=tail_factor)
             seed_list = parse_ints(seeds, "--seeds")

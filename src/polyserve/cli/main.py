@@ -23,6 +23,7 @@ from polyserve.cli.options import (
     Autoscaler,
     Burstiness,
     ColdStart,
+    DecodeSeatTimeout,
     Duration,
     Gpu,
     GpuMemUtil,
@@ -77,6 +78,7 @@ def _common(
     trace, trace_format, tiers, tier_weights, instances, mode, prefill_fraction, kv_link_gbps, cold_start,
     model, gpu, tp, latency_model, latency_coefficients, latency_profile, policy, scheduler, autoscaler,
     max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step, policy_options=None, overload="serve",
+    decode_seat_timeout=30.0,
 ):
     from polyserve.data import AZURE_CONV
     from polyserve.experiments.runner import PolicySpec, load_tiers
@@ -98,7 +100,7 @@ def _common(
         instances=instances, mode=mode, prefill_fraction=prefill_fraction, kv_link_gbps=kv_link_gbps,
         cold_start_s=cold_start, max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_num_batched_tokens or default_max_num_batched_tokens(gpu), fast=not step,
-        overload=overload,
+        overload=overload, decode_seat_timeout_s=decode_seat_timeout or None,
     )
     opts = parse_policy_options(policy_options)
     pol = PolicySpec(router=policy, scheduler=scheduler, autoscaler=autoscaler, router_options=opts)
@@ -152,7 +154,7 @@ def simulate(
     kv_link_gbps: KvLink = 400.0, cold_start: ColdStart = 0.0, model: Model = "llama-3.1-8b", gpu: Gpu = "h100",
     tp: Tp = 1, latency_model: LatModel = "auto", latency_coefficients: LatCoef = None,
     latency_profile: LatProfile = None, policy: Policy = "round-robin", policy_option: PolicyOption = None, scheduler: Scheduler = None,
-    overload: Overload = "serve", autoscaler: Autoscaler = None, rate: Rate = None, duration: Duration = None, tile: Tile = False,
+    overload: Overload = "serve", decode_seat_timeout: DecodeSeatTimeout = 30.0, autoscaler: Autoscaler = None, rate: Rate = None, duration: Duration = None, tile: Tile = False,
     arrival: Arrival = "trace", num_requests: NumRequests = None, input_len: InputLen = None,
     output_len: OutputLen = None, burstiness: Burstiness = 1.0, seed: Seed = 0, out: Out = None,
     max_num_seqs: MaxSeqs = 256, max_num_batched_tokens: MaxTokens = None,
@@ -168,6 +170,7 @@ def simulate(
             trace, trace_format, tiers, tier_weights, instances, mode, prefill_fraction, kv_link_gbps,
             cold_start, model, gpu, tp, latency_model, latency_coefficients, latency_profile, policy, scheduler,
             autoscaler, max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step, policy_option, overload,
+            decode_seat_timeout,
         )
         if synthetic or (trace is None and (input_len or output_len) and arrival == "trace"):
             trace_path = None
@@ -209,7 +212,8 @@ def goodput(
     kv_link_gbps: KvLink = 400.0, cold_start: ColdStart = 0.0, model: Model = "llama-3.1-8b", gpu: Gpu = "h100",
     tp: Tp = 1, latency_model: LatModel = "auto", latency_coefficients: LatCoef = None,
     latency_profile: LatProfile = None, policy: Policy = "round-robin", policy_option: PolicyOption = None, scheduler: Scheduler = None,
-    overload: Overload = "shed", autoscaler: Autoscaler = None, seed: Seed = 0, out: Out = None, max_num_seqs: MaxSeqs = 256,
+    overload: Overload = "shed", decode_seat_timeout: DecodeSeatTimeout = 30.0, autoscaler: Autoscaler = None, seed: Seed = 0,
+    out: Out = None, max_num_seqs: MaxSeqs = 256,
     max_num_batched_tokens: MaxTokens = None, gpu_memory_utilization: GpuMemUtil = 0.9, step: Step = False,
     quiet: Quiet = False,
     target: Annotated[float, typer.Option("--target", help="Attainment threshold")] = 0.9,
@@ -235,6 +239,7 @@ def goodput(
             trace, trace_format, tiers, tier_weights, instances, mode, prefill_fraction, kv_link_gbps,
             cold_start, model, gpu, tp, latency_model, latency_coefficients, latency_profile, policy, scheduler,
             autoscaler, max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, step, policy_option, overload,
+            decode_seat_timeout,
         )
         tr = read_trace(trace_path, fmt, tierset)
         settings = GoodputSettings(target=target, duration_s=duration, warmup_s=warmup, rel_tol=rel_tol,

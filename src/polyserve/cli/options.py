@@ -35,6 +35,7 @@ LatProfile = Annotated[Path | None, typer.Option("--latency-profile", help="Vidu
 Policy = Annotated[str, typer.Option("--policy", help="Router (see `polyserve policies`)")]
 PolicyOption = Annotated[list[str] | None, typer.Option("--policy-option", help="Router option KEY=VALUE, repeatable (e.g. promotion=false; `polyserve policies` names the routers)")]
 Overload = Annotated[str, typer.Option("--overload", help="A request whose TTFT can no longer be met, for every policy alike: serve (late, after attainable ones) | shed (dropped with the reason)")]
+DecodeSeatTimeout = Annotated[float, typer.Option("--decode-seat-timeout", help="Disaggregated: seconds a request that has streamed its first token may wait for a decode seat before it ends with an error (status timed_out), as the gateway's timeouts.idle_s; 0 = unbounded (it completes late)")]
 Scheduler = Annotated[str | None, typer.Option("--scheduler", help="Per-instance scheduler: fcfs | edf | ... (default: the policy's)")]
 Autoscaler = Annotated[str | None, typer.Option("--autoscaler", help="Autoscaler name (default: none, fixed fleet)")]
 Rate = Annotated[float | None, typer.Option("--rate", help="req/s: re-times the trace, or drives synthetic arrivals")]

@@ -14,7 +14,9 @@ decisions into fleet changes in both. Everything that is *policy-independent fle
 - scaling: activation with the cold start, tier and role moves, drain-before-release;
 - health: a dead server is unroutable and, once empty, *parked* (held active, tier-less and draining, so no
   scan picks it and its scale actions are ignored) until it is alive again;
-- disaggregated hand-off: a finished prefill leaves its server and is routed to a decode server.
+- disaggregated hand-off: a finished prefill leaves its server and is routed to a decode server; a request
+  that then waits longer than ``decode_seat_s`` for a decode seat ends (outcome ``timeout``): it has streamed
+  its first token, so the wait is a silence in its stream, and a client is never left waiting for minutes.
 
 Clock-agnostic: every entry point takes ``now`` (seconds from the start of the run). What happens to a
 request or a server outside the ledger is the host's (``DriverHost``): the simulator enqueues into its
@@ -36,7 +38,9 @@ from polyserve.core.fleet import FleetState, Phase, RequestInfo, RoutingDecision
 from polyserve.policy.base import Autoscaler, Router
 from polyserve.policy.overload import LOST_REASON, LostCauseTest
 
-Outcome = Literal["shed", "rejected", "overflow"]  # how a request ends without service
+# how a request ends without (full) service; ``timeout``: no decode seat within ``decode_seat_s`` after its
+# first token (the only outcome of a request that has streamed a token)
+Outcome = Literal["shed", "rejected", "overflow", "timeout"]
 ScaleKind = Literal["initial", "activate", "move", "drain", "release"]
 
 
@@ -48,8 +52,9 @@ class DriverHost(Protocol):
         ...
 
     def end(self, info: RequestInfo, outcome: Outcome, reason: str, now: float) -> None:
-        """``info`` ends unserved: shed (overload), rejected (no server can ever serve it) or overflow
-        (``max_pending`` requests already wait)."""
+        """``info`` ends unserved: shed (overload), rejected (no server can ever serve it), overflow
+        (``max_pending`` requests already wait), or timeout (disaggregated: its first token streamed, it got
+        no decode seat within ``decode_seat_s``; the host ends its stream with an error)."""
         ...
 
     def lost(self, info: RequestInfo, now: float) -> None:
@@ -105,6 +110,10 @@ class DriverOptions:
     max_pending: int | None = None  # cap on requests waiting in the router (None: unbounded)
     cold_start_s: float = 0.0  # an activated idle server routes only after this long
     colocated: bool = True  # False: disaggregated (prefill pool, then decode servers after the hand-off)
+    # disaggregated: the longest wait in the router for a decode seat (a silence in a stream that has sent its
+    # first token); then the request ends with outcome ``timeout``. None: unbounded. The gateway sets its
+    # ``timeouts.idle_s``, the simulator its ``decode_seat_timeout_s`` (the same 30 s by default)
+    decode_seat_s: float | None = None
 
 
 @dataclass
@@ -139,6 +148,10 @@ class FleetDriver:
         self.waiting: dict[int, RequestInfo] = {}  # every request in a pending or lost queue
         self.lost_queues: dict[str, deque[RequestInfo]] = {"mixed": deque(), "prefill": deque(), "decode": deque()}
         self.parked: set[int] = set()
+        # decode seat waits, for ``decode_seat_s``: when each waiting decode started to wait, and the same in
+        # time order (stale pairs, of requests seated or gone since, are skipped when they reach the head)
+        self._seat_since: dict[int, float] = {}
+        self._seat_order: deque[tuple[float, int]] = deque()
         self.decisions: dict[str, int] = {}  # router action (dispatch, pending, ...) -> count
 
     @property
@@ -203,6 +216,9 @@ class FleetDriver:
                 q = self.fleet.pending_decode if phase == "decode" else self.fleet.pending
                 q[info.tier].append(info)
                 self.waiting[info.rid] = info
+                if phase == "decode" and self.options.decode_seat_s is not None:
+                    self._seat_since[info.rid] = now
+                    self._seat_order.append((now, info.rid))
             self.host.waiting(info, now)
             return False
         self._end(info, "shed" if d.action == "shed" else "rejected", d.reason, now)
@@ -218,6 +234,8 @@ class FleetDriver:
                                f"for phase {phase}")
         self.fleet.on_dispatch(info, srv.sid, now, has_first_token=phase == "decode")
         self.waiting.pop(info.rid, None)
+        if self._seat_since.pop(info.rid, None) is not None and not self._seat_since:
+            self._seat_order.clear()  # nothing waits for a seat: every record left is stale
         self.host.dispatch(info, srv.sid, phase, promoted, now)
 
     def _end(self, info: RequestInfo, outcome: Outcome, reason: str, now: float) -> None:
@@ -236,18 +254,27 @@ class FleetDriver:
         info = self.waiting.pop(rid, None)
         if info is None:
             return False
+        self._seat_since.pop(rid, None)
+        self._unqueue(info)
+        return True
+
+    def _unqueue(self, info: RequestInfo) -> bool:
+        """Take ``info`` out of the queue it sits in; True if that was a lost queue. Scans from the head, where
+        the oldest wait (a seat timeout's request is the oldest of its queue, so it is found at once)."""
         f = self.fleet
         for q in (f.pending[info.tier], f.pending_decode[info.tier], *self.lost_queues.values()):
             for i, x in enumerate(q):
-                if x.rid == rid:
+                if x.rid == info.rid:
                     del q[i]
-                    return True
-        return True
+                    return q is not f.pending[info.tier] and q is not f.pending_decode[info.tier]
+        return False
 
     def cancel_all(self) -> list[int]:
         """Forget every pending request (no backend left to serve them): the rids, in no particular order."""
         rids = list(self.waiting)
         self.waiting.clear()
+        self._seat_since.clear()
+        self._seat_order.clear()
         for queues in (self.fleet.pending, self.fleet.pending_decode):
             for q in queues:
                 q.clear()
@@ -309,6 +336,8 @@ class FleetDriver:
         their first token) moved to the phase's lost queue, reported to the host as certain misses, and retried
         only once no attainable request of that phase is waiting."""
         f = self.fleet
+        if self._seat_order:
+            self._expire_seats(now)
         waiting = self.waiting
         lost_fn = self.lost_test.lost_info
         for phase, queues in (("decode", f.pending_decode), (self.main_phase, f.pending)):
@@ -340,6 +369,32 @@ class FleetDriver:
                     if not self.route(info, now, phase, queued=True):  # type: ignore[arg-type]
                         lost_q.appendleft(info)
                         break
+
+    def _expire_seats(self, now: float) -> None:
+        """End every decode that has waited ``decode_seat_s`` for a seat (outcome ``timeout``), oldest first.
+
+        Why the driver and not each host: the simulator and the gateway must end the same requests at the same
+        time, or the simulator would show as late completions what the gateway ends with an error. The request
+        leaves its queue at once (routers read ``fleet.pending_decode``); one still in its tier's queue is
+        counted a miss now, one in the decode lost queue was counted when it went there. Costs O(1) per wait;
+        an expiry finds its request near its queue's head (the oldest wait)."""
+        limit = self.options.decode_seat_s
+        if limit is None:
+            return
+        order, since, waiting = self._seat_order, self._seat_since, self.waiting
+        while order:
+            t, rid = order[0]
+            if since.get(rid) != t or rid not in waiting:  # seated, gone, or waiting again since a later time
+                order.popleft()
+                continue
+            if now < t + limit:
+                break
+            order.popleft()
+            del since[rid]
+            info = waiting.pop(rid)
+            if not self._unqueue(info):  # a lost one was counted a miss when it went to the lost queue
+                self.fleet.outcomes.missed(info.tier, now, decode=True)
+            self.host.end(info, "timeout", f"no decode server within {limit:g} s", now)
 
     # ---- the tick ----------------------------------------------------------------------------------------------
     def tick(self, now: float) -> None:

@@ -14,7 +14,9 @@ What each row reports (``compare.json``; README "Results" holds a full run), mea
   and ``tail_bounded_fraction`` = goodput_rps_tail_bounded / optimal_rps_all_tiers;
   ``fluid_estimate_rps``: the design note's fluid formula (``policy/bound.py``), not a bound;
 - at the headline rate, first seed: ``attainment_by_tier``, ``ttft_p50_ms``/``ttft_p99_ms`` (completed
-  requests), ``ttft_p99_ms_all`` (every request not shed), ``shed_fraction``, ``tpot_*``, ``stationarity``;
+  requests), ``ttft_p99_ms_all`` (every request not shed), ``shed_fraction``, ``timed_out_fraction``
+  (disaggregated: no decode seat within ``SimConfig.decode_seat_timeout_s``), ``tpot_*`` (completed requests),
+  ``stationarity``;
   ``ttft_p99_ms_all_at_goodput_rps``: the same tail at the overall goodput rate (what that figure hides);
 - ``autoscaled_goodput_per_instance_s`` and ``scaling_actions``: the trace replayed at ``autoscale_rate``
   with scaling on (PolyServe variants scale themselves; other routers get the ``target-concurrency``
@@ -83,9 +85,9 @@ ROW_KEYS = (
     "goodput_rps_tail_bounded_max", "goodput_rps", "goodput_rps_min", "goodput_rps_max", "goodput_rps_all_tiers",
     "optimal_rps", "optimal_rps_all_tiers", "goodput_fraction", "tail_bounded_fraction", "fluid_estimate_rps",
     "autoscaled_goodput_per_instance_s", "scaling_actions", "attainment_by_tier", "ttft_p50_ms", "ttft_p99_ms",
-    "ttft_p99_ms_all", "ttft_p99_ms_all_at_goodput_rps", "shed_fraction", "tpot_p50_ms", "tpot_p99_ms",
-    "autoscaled_attainment", "autoscaled_instance_seconds", "token_budget", "prefill_fraction", "na", "seeds",
-    "per_seed", "stationarity", "latency_model_params",
+    "ttft_p99_ms_all", "ttft_p99_ms_all_at_goodput_rps", "shed_fraction", "timed_out_fraction", "tpot_p50_ms",
+    "tpot_p99_ms", "autoscaled_attainment", "autoscaled_instance_seconds", "token_budget", "prefill_fraction", "na",
+    "seeds", "per_seed", "stationarity", "latency_model_params",
 )
 
 
@@ -255,6 +257,7 @@ def task_goodput(ctx: Context, policy: str, mode: str, kind: str | None, extra: 
         "ttft_p99_ms_all": (at.get("ttft_ms_all") or {}).get("p99"),  # type: ignore[union-attr]
         "ttft_p99_ms_all_at_goodput_rps": (at_overall.get("ttft_ms_all") or {}).get("p99"),  # type: ignore[union-attr]
         "shed_fraction": at.get("shed_fraction"),
+        "timed_out_fraction": at.get("timed_out_fraction"),
         "tpot_p50_ms": (at.get("tpot_ms") or {}).get("p50"),  # type: ignore[union-attr]
         "tpot_p99_ms": (at.get("tpot_ms") or {}).get("p99"),  # type: ignore[union-attr]
         "stationarity": res.stationarity,

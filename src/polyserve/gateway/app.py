@@ -54,7 +54,7 @@ from polyserve.gateway.backend import Backend, make_client, open_stream
 from polyserve.gateway.batch import BatchMerger
 from polyserve.gateway.breaker import Breaker
 from polyserve.gateway.config import GatewayConfig
-from polyserve.gateway.dispatcher import Dispatcher, Refused, Shed
+from polyserve.gateway.dispatcher import Dispatcher, NoSeat, Refused, Shed
 from polyserve.gateway.errors import GatewayError, error_bytes
 from polyserve.gateway.events import Aggregator, EventScanner, is_token_event
 from polyserve.gateway.httpconn import START_EXTENSION, WRITE_EXTENSION
@@ -174,6 +174,7 @@ class Gateway:
             shed=config.shedding,
             autoscaler=autoscaler,
             roles=[b.role for b in config.backends] if len(config.backends) == len(self.backends) else None,
+            decode_seat_s=config.timeouts.idle_s,  # the driver ends a longer wait for a decode seat (one rule)
         )
         self.metrics.bind(
             self.dispatcher.pending_by_tier,
@@ -634,17 +635,16 @@ class Gateway:
             await send({"type": "http.response.body", "body": head + first, "more_body": True})
         fut = d.handoff(info)
         attempts = 0
-        seat_s = self.config.timeouts.idle_s
         while True:  # ---- decode leg
             try:
-                # the wait for a decode seat is a silence in the stream: bounded like one (a request whose next
-                # token can no longer be on time waits behind every one that can, so it could wait long)
-                sid = fut.result() if fut.done() else await asyncio.wait_for(fut, seat_s)
+                # the wait for a decode seat is a silence in the stream, bounded like one (a request whose next
+                # token can no longer be on time waits behind every one that can, so it could wait long): the
+                # driver ends it after timeouts.idle_s, as the simulator does (Shed, 503)
+                sid = fut.result() if fut.done() else await fut
+            except NoSeat as e:
+                return await self._fail_after_first(send, live, stream, f"overloaded: {e} (timeouts.idle_s)", 503)
             except (Shed, Refused) as e:
                 return await self._fail_after_first(send, live, stream, f"no decode server: {e}")
-            except TimeoutError:
-                msg = f"overloaded: no decode server within {seat_s:g} s (timeouts.idle_s)"
-                return await self._fail_after_first(send, live, stream, msg, 503)
             backend = self.backends[sid]
             try:
                 await self._ready(sid)

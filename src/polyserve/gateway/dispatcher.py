@@ -7,6 +7,8 @@ This class adds only what is live:
 - ``acquire(info)`` returns a future that the HTTP handler awaits: it resolves with the server id when the
   driver dispatches the request (at once, or later from the pending queue) and fails with ``Shed`` (429,
   or 503 when ``max_pending`` requests already wait) or ``Refused`` when the driver ends it unserved;
+  ``handoff(info)`` likewise for the decode seat, failing with ``NoSeat`` once the request has waited
+  ``decode_seat_s`` (the driver's seat timeout; the gateway passes ``timeouts.idle_s``);
 - ``first_token`` / ``tokens`` / ``finish`` feed the ledger from what has streamed back (the gateway's own
   accounting: it cannot see inside the engines); a client that goes away while pending is forgotten;
 - scale actions reach the ``Actuator`` (start on activation, stop on release) and the ``on_scale`` hook.
@@ -44,6 +46,10 @@ class Refused(Exception):
     """The router rejected the request (no server could ever serve it)."""
 
 
+class NoSeat(Exception):
+    """Disaggregated: no decode seat within the driver's ``decode_seat_s``; the stream ends with a 503 event."""
+
+
 class Dispatcher(HostBase):
     def __init__(
         self,
@@ -61,6 +67,7 @@ class Dispatcher(HostBase):
         autoscaler: Autoscaler | None = None,
         log: DecisionLog | None = None,
         roles: list[str] | None = None,
+        decode_seat_s: float | None = None,
     ) -> None:
         self.tiers = tiers
         self.router = router
@@ -76,7 +83,8 @@ class Dispatcher(HostBase):
         self._futures: dict[int, asyncio.Future[int]] = {}
         self.driver = FleetDriver(
             self.fleet, router, self, LostCauseTest(model, config.max_num_seqs, config.max_num_batched_tokens),
-            DriverOptions(shed=shed, max_pending=max_pending, colocated=not self.disaggregated),
+            DriverOptions(shed=shed, max_pending=max_pending, colocated=not self.disaggregated,
+                          decode_seat_s=decode_seat_s),
             autoscaler=autoscaler, log=log,
         )
         self.driver.start(0.0)
@@ -192,6 +200,8 @@ class Dispatcher(HostBase):
             return
         if outcome == "rejected":
             fut.set_exception(Refused(reason))
+        elif outcome == "timeout":
+            fut.set_exception(NoSeat(reason))
         else:
             fut.set_exception(Shed(reason, 503 if outcome == "overflow" else 429))
 

@@ -3,7 +3,9 @@
 Statuses: ``attained`` (every token by its deadline), ``violated`` (finished, some token late), ``shed``
 (dropped by the router with a reason), ``rejected`` (could never be served, e.g. tighter than every tier, or
 longer than an instance's KV), ``unfinished`` (still queued or running when the run stopped). Every arrived
-request has exactly one status (the conservation invariant).
+request has exactly one status (the conservation invariant). ``timed_out`` (disaggregated): the first token
+streamed, then no decode seat came within the seat timeout and the stream ended with an error; its TTFT
+counts in the tails, it is neither completed nor attained.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STATUS_NAMES = ("unfinished", "attained", "violated", "shed", "rejected", "not_arrived")
-UNFINISHED, ATTAINED, VIOLATED, SHED, REJECTED, NOT_ARRIVED = range(6)
+STATUS_NAMES = ("unfinished", "attained", "violated", "shed", "rejected", "not_arrived", "timed_out")
+UNFINISHED, ATTAINED, VIOLATED, SHED, REJECTED, NOT_ARRIVED, TIMED_OUT = range(7)
 NO_SLACK = np.iinfo(np.int64).max  # worst_slack when a request has no token after the first
 
 

@@ -24,6 +24,7 @@ from polyserve.metrics.records import (
     REJECTED,
     SHED,
     STATUS_NAMES,
+    TIMED_OUT,
     UNFINISHED,
     VIOLATED,
     RequestRecords,
@@ -94,7 +95,8 @@ def summarize(
     ``ttft_ms`` is over completed requests (as vLLM reports it); ``ttft_ms_all`` is over every request that
     was not shed or rejected, attained or not, waiting ones included: the tail a user sees.
     ``ttft_over_slo_p99`` is the p99 of TTFT / the request's TTFT SLO over the same requests (the tail bound
-    of the headline goodput compares it with 2). ``shed_fraction``: shed / requests.
+    of the headline goodput compares it with 2). ``shed_fraction``: shed / requests; ``timed_out_fraction``:
+    requests whose stream ended with an error after the first token (no decode seat in time) / requests.
     """
     arrived = rec.status != NOT_ARRIVED
     if window is not None:
@@ -128,6 +130,7 @@ def summarize(
             "ttft_ms_all": tail_ms(t_all[m_all]),
             "ttft_over_slo_p99": None if p99n is None else (round(p99n, 6) if math.isfinite(p99n) else math.inf),
             "shed_fraction": round(int((mask & (status == SHED)).sum()) / n, 6) if n else None,
+            "timed_out_fraction": round(int((mask & (status == TIMED_OUT)).sum()) / n, 6) if n else None,
         }
 
     overall = block(arrived)
@@ -156,6 +159,7 @@ def summarize(
         "ttft_ms_all": overall["ttft_ms_all"],
         "ttft_over_slo_p99": overall["ttft_over_slo_p99"],
         "shed_fraction": overall["shed_fraction"],
+        "timed_out_fraction": overall["timed_out_fraction"],
         "tpot_ms": overall["tpot_ms"],
         "e2e_ms": overall["e2e_ms"],
         "scheduling_delay_ms": percentiles_ms(d["sched"][arrived & ~np.isnan(d["sched"])]),

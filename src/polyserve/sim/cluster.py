@@ -30,14 +30,14 @@ import numpy as np
 from polyserve.control.driver import DriverOptions, FleetDriver, Outcome, ScaleKind
 from polyserve.core.fleet import FleetConfig, FleetState, Phase, RequestInfo, ScaleAction
 from polyserve.latency.base import kv_transfer_time
-from polyserve.metrics.records import ATTAINED, REJECTED, SHED, UNFINISHED, VIOLATED, RequestRecords
+from polyserve.metrics.records import ATTAINED, REJECTED, SHED, TIMED_OUT, UNFINISHED, VIOLATED, RequestRecords
 from polyserve.policy.base import Autoscaler, InstanceScheduler, Router
 from polyserve.policy.overload import LOST_REASON, LostCauseTest
 from polyserve.sim.config import SimConfig
 from polyserve.sim.instance import Instance
 from polyserve.sim.request import DECODING, DONE, PENDING, TRANSFER, SimRequest
 
-_OUTCOME_STATUS = {"shed": SHED, "rejected": REJECTED, "overflow": SHED}
+_OUTCOME_STATUS = {"shed": SHED, "rejected": REJECTED, "overflow": SHED, "timeout": TIMED_OUT}
 
 ARRIVAL, KV_DONE, READY, STEP, TICK = range(5)
 SHIFT = 48  # event key = class << SHIFT | tiebreak (request or server id): one int compares fast
@@ -138,7 +138,8 @@ class Simulation:
         self.stats = RunStats()
         self.driver = FleetDriver(
             self.fleet, router, self, self.lost_test,
-            DriverOptions(shed=self._shed, cold_start_s=config.cold_start_s, colocated=config.mode == "colocated"),
+            DriverOptions(shed=self._shed, cold_start_s=config.cold_start_s, colocated=config.mode == "colocated",
+                          decode_seat_s=config.decode_seat_timeout_s),
             autoscaler=autoscaler, log=log,  # type: ignore[arg-type]
         )
         self.stats.decisions = self.driver.decisions
@@ -332,7 +333,10 @@ class Simulation:
         self.instances[sid].enqueue(req, t)
 
     def end(self, info: RequestInfo, outcome: Outcome, reason: str, now: float) -> None:
-        self._end(self._live[info.rid], _OUTCOME_STATUS[outcome], round(now * NS), reason)
+        req = self._live[info.rid]
+        if req.first_token_time >= 0:  # a decode that got no seat: what it streamed stays on record
+            self._record_partial(req)
+        self._end(req, _OUTCOME_STATUS[outcome], round(now * NS), reason)
 
     def lost(self, info: RequestInfo, now: float) -> None:
         self._count_violation(self._live[info.rid])
@@ -434,6 +438,18 @@ class Simulation:
         if self._tier_budget is not None and self.tier_violations[req.tier] > self._tier_budget[req.tier]:
             self.aborted = True
 
+    def _record_partial(self, req: SimRequest) -> None:
+        """What is known of a request that did not finish: its first token, slack and tokens so far."""
+        r = self.records
+        i = req.index
+        r.first_token[i] = req.first_token_time
+        r.scheduled[i] = req.scheduled_time
+        r.prefill_done[i] = req.prefill_done_time
+        if req.ttft_slack is not None:
+            r.ttft_slack[i] = req.ttft_slack
+        r.preemptions[i] = req.preemptions
+        r.generated[i] = self.instances[req.instances[-1]].generated(req) if req.state == DECODING else req.generated
+
     def _end(self, req: SimRequest, status: int, t: int, reason: str) -> None:
         self._live.pop(req.rid, None)
         req.state = DONE
@@ -450,19 +466,9 @@ class Simulation:
             st.iterations += inst.iterations
             st.busy_ns += inst.busy_ns
             st.peak_kv_fraction = max(st.peak_kv_fraction, inst.peak_kv / max(1, inst.kv_capacity))
-        r = self.records
         for req in self._live.values():  # still queued or running: unfinished, with what we know
-            i = req.index
-            r.status[i] = UNFINISHED
-            r.first_token[i] = req.first_token_time
-            r.scheduled[i] = req.scheduled_time
-            r.prefill_done[i] = req.prefill_done_time
-            if req.ttft_slack is not None:
-                r.ttft_slack[i] = req.ttft_slack
-            r.preemptions[i] = req.preemptions
-            r.generated[i] = (
-                self.instances[req.instances[-1]].generated(req) if req.state == DECODING else req.generated
-            )
+            self.records.status[req.index] = UNFINISHED
+            self._record_partial(req)
         st.scaling_actions = self.fleet.scaling_actions
 
 

@@ -37,6 +37,10 @@ class SimConfig:
     # what happens to a request whose TTFT can no longer be met, for every router alike
     # (``policy/overload.py``): "serve" it late, after every attainable request, or "shed" it with the reason
     overload: str = "serve"
+    # disaggregated: a request that has streamed its first token and waits longer than this for a decode seat
+    # ends with an error (status timed_out), as the gateway ends it after ``timeouts.idle_s`` (also 30 s by
+    # default); None: it waits, however long, and completes late
+    decode_seat_timeout_s: float | None = 30.0
 
     def __post_init__(self) -> None:
         if self.instances < 1:
@@ -59,6 +63,13 @@ class SimConfig:
             raise ConfigError("max_num_seqs and max_num_batched_tokens must be >= 1")
         if self.overload not in ("serve", "shed"):
             raise ConfigError(f"--overload must be serve or shed, got {self.overload!r}")
+        if self.decode_seat_timeout_s is not None and not (
+            math.isfinite(self.decode_seat_timeout_s) and self.decode_seat_timeout_s > 0
+        ):
+            raise ConfigError(
+                f"--decode-seat-timeout must be a finite number of seconds > 0 (0 on the command line: unbounded), "
+                f"got {self.decode_seat_timeout_s}"
+            )
         if self.horizon_s is not None and not self.horizon_s > 0:
             raise ConfigError(f"horizon must be > 0 s, got {self.horizon_s}")
 
