@@ -8,6 +8,11 @@ probe settings and seeds is exactly the row a full rerun would give. Use it afte
 re-measure only that policy's rows. Rows of NEW that BASE lacks are appended; ``--drop`` removes the rows of a
 policy that no longer exists (a renamed variant). Refuses to merge outputs whose settings differ (it names the
 field); the trace may be named by two paths (runs from two checkouts) when it is the same file.
+
+``--allow-sim FIELD``: a simulator setting added or changed since BASE ran, which provably leaves BASE's other
+rows as they are (say why where the figures are quoted; e.g. ``decode_seat_timeout_s`` only ends decodes held in
+the router, and the baselines never hold one). The merged output records NEW's value and, in ``merged_from``,
+which field was allowed to differ and BASE's value of it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ def main() -> int:
     ap.add_argument("new", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--drop", action="append", default=[], help="remove this policy's rows (repeatable)")
+    ap.add_argument("--allow-sim", action="append", default=[], metavar="FIELD",
+                    help="a meta.sim field that may differ (NEW's value is kept); only one that cannot change "
+                         "BASE's rows (repeatable)")
     a = ap.parse_args()
     base_d = json.loads((a.base / "compare_details.json").read_text())
     new_d = json.loads((a.new / "compare_details.json").read_text())
@@ -41,12 +49,14 @@ def main() -> int:
               file=sys.stderr)
         return 2
     base_d["meta"]["trace"] = new_d["meta"]["trace"] = trace
+    allowed = {f: base_d["meta"]["sim"].get(f, "absent") for f in a.allow_sim}
     for k in SAME:
         x, y = base_d["meta"][k], new_d["meta"][k]
         if isinstance(x, dict) and isinstance(y, dict):
             x, y = dict(x), dict(y)
-            x.pop("mode", None)
-            y.pop("mode", None)
+            for f in ("mode", *(a.allow_sim if k == "sim" else ())):
+                x.pop(f, None)
+                y.pop(f, None)
         if x != y:
             print(f"merge_compare: meta.{k} differs between {a.base} and {a.new}; refusing to merge", file=sys.stderr)
             return 2
@@ -77,6 +87,8 @@ def main() -> int:
                                prefill_fractions=tuple(st.get("prefill_fractions") or ()), sensitivity_model=None,
                                rate_sweep=(), fleet_sizes=())
     meta = base_d["meta"]
+    for f in a.allow_sim:
+        meta["sim"][f] = new_d["meta"]["sim"].get(f)
     ctx = Context(meta["trace"], meta.get("trace_format"), meta.get("tiers"), meta.get("tier_weights"),
                   FleetSpec(**meta["fleet"]), SimConfig(**meta["sim"]), meta["seed"],
                   GoodputSettings(**meta["goodput"]))
@@ -90,7 +102,10 @@ def main() -> int:
     details["meta"] = {**meta, "settings": details["meta"]["settings"],  # the merged policy list
                        "merged_from": [*meta.get("merged_from", []),
                                        {"base": str(a.base), "new": str(a.new),
-                                        "rows": sorted(f"{p}/{m}" for p, m in new_rows)}]}
+                                        "rows": sorted(f"{p}/{m}" for p, m in new_rows),
+                                        **({"allowed_sim_differences": {f: {"base": v, "new": meta["sim"][f]}
+                                                                        for f, v in allowed.items()}}
+                                           if allowed else {})}]}
     (a.out / "compare_details.json").write_text(json.dumps(details, indent=2) + "\n", encoding="utf-8")
     print(f"replaced {replaced} rows; wrote " + ", ".join(str(f) for f in files))
     return 0
