@@ -8,13 +8,11 @@ at the same time, or it shows as a late completion what a user sees as an error 
 from __future__ import annotations
 
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
+from control.helpers import DecodeGate, driver_ops, queued
 from policy.helpers import fleet, model, req
 from polyserve.control import FleetDriver
 from polyserve.control.driver import DriverOptions, HostBase
-from polyserve.core.fleet import RoutingDecision
-from polyserve.policy.base import RouterBase
 from polyserve.policy.overload import LostCauseTest
 
 
@@ -31,23 +29,9 @@ class Host(HostBase):
         self.ended.append((info.rid, outcome, now))
 
 
-class Gate(RouterBase):
-    """Prefills go to server 0 at once; decodes go to server 1 only while ``open``."""
-
-    name = "gate"
-
-    def __init__(self) -> None:
-        self.open = False
-
-    def route(self, req, fleet, now, phase) -> RoutingDecision:
-        if phase == "prefill":
-            return RoutingDecision.to(0, "prefill")
-        return RoutingDecision.to(1, "open") if self.open else RoutingDecision.wait("no decode seat")
-
-
-def driver(seat_s: float | None = 30.0) -> tuple[FleetDriver, Gate, Host]:
+def driver(seat_s: float | None = 30.0) -> tuple[FleetDriver, DecodeGate, Host]:
     f = fleet(2, roles=["prefill", "decode"])
-    router, host = Gate(), Host()
+    router, host = DecodeGate(), Host()
     d = FleetDriver(f, router, host, LostCauseTest(model()),
                     DriverOptions(shed=True, colocated=False, decode_seat_s=seat_s))
     d.start(0.0)
@@ -59,12 +43,6 @@ def hand_off(d: FleetDriver, rid: int, tier: int, now: float) -> None:
     d.arrive(r, now)
     d.first_token(rid, now + 0.05, 1)
     d.handoff(r, now + 0.05)
-
-
-def queued(d: FleetDriver) -> list[int]:
-    f = d.fleet
-    out = [i.rid for qs in (f.pending, f.pending_decode) for q in qs for i in q]
-    return out + [i.rid for q in d.lost_queues.values() for i in q]
 
 
 def test_a_decode_waiting_past_the_seat_timeout_ends_once_and_leaves_its_queue():
@@ -133,17 +111,7 @@ def test_no_seat_timeout_means_the_decode_waits_however_long():
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    ops=st.lists(
-        st.one_of(
-            st.tuples(st.just("arrive"), st.integers(0, 3)),
-            st.tuples(st.just("cancel"), st.integers(0, 30)),
-            st.tuples(st.just("toggle"), st.just(0)),
-            st.tuples(st.just("wait"), st.integers(1, 20_000)),  # milliseconds
-        ),
-        max_size=40,
-    ),
-)
+@given(ops=driver_ops(20_000))
 def test_no_decode_waits_longer_than_the_seat_timeout(ops):
     """Whatever arrives, waits, is seated or cancelled: after any retry at ``now``, no request waits for a decode
     seat since before ``now - decode_seat_s``; every timed-out request ended exactly once, and the queues hold

@@ -10,6 +10,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from control.helpers import driver_ops, queued
 from policy.helpers import fleet, model, req
 from polyserve.control import FleetDriver
 from polyserve.control.driver import DriverOptions, HostBase
@@ -40,12 +41,6 @@ class Gate(RouterBase):
         if not self.open:
             return RoutingDecision.wait("closed")
         return RoutingDecision.to(0 if phase == "prefill" else 1, "open")
-
-
-def queued(d: FleetDriver) -> list[int]:
-    f = d.fleet
-    out = [i.rid for qs in (f.pending, f.pending_decode) for q in qs for i in q]
-    return out + [i.rid for q in d.lost_queues.values() for i in q]
 
 
 def driver(shed: bool, colocated: bool) -> tuple[FleetDriver, Gate]:
@@ -95,15 +90,7 @@ def test_cancel_all_empties_every_queue_and_names_every_request():
 @given(
     shed=st.booleans(),
     colocated=st.booleans(),
-    ops=st.lists(
-        st.one_of(
-            st.tuples(st.just("arrive"), st.integers(0, 3)),
-            st.tuples(st.just("cancel"), st.integers(0, 30)),
-            st.tuples(st.just("toggle"), st.just(0)),
-            st.tuples(st.just("wait"), st.integers(1, 3000)),  # milliseconds
-        ),
-        max_size=40,
-    ),
+    ops=driver_ops(3000),
 )
 def test_the_queues_hold_exactly_the_waiting_requests(shed, colocated, ops):
     """Whatever arrives, waits, becomes a lost cause, is dispatched or is cancelled: every request the driver

@@ -10,14 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from control.helpers import DecodeGate
 from polyserve.control import FleetDriver
 from polyserve.control.driver import DriverOptions, HostBase
 from polyserve.core.errors import ConfigError
-from polyserve.core.fleet import RoutingDecision
 from polyserve.experiments.runner import PolicySpec, run_workload
 from polyserve.metrics.records import SHED
 from polyserve.policy import ROUTERS
-from polyserve.policy.base import RouterBase
 from polyserve.policy.overload import LostCauseTest, check_overload_mode
 from polyserve.sim.config import SimConfig
 from polyserve.workload import WorkloadSpec, build_workload
@@ -122,24 +121,10 @@ class Host(HostBase):
         self.lost_rids.append(info.rid)
 
 
-class Gate(RouterBase):
-    """Prefills go to server 0; decodes wait until ``open``, then go to server 1, one per call."""
-
-    name = "gate"
-
-    def __init__(self) -> None:
-        self.open = False
-
-    def route(self, req, fleet, now, phase) -> RoutingDecision:
-        if phase == "prefill":
-            return RoutingDecision.to(0, "prefill")
-        return RoutingDecision.to(1, "decode") if self.open else RoutingDecision.wait("no decode seat")
-
-
 @pytest.mark.parametrize("shed", [True, False])
 def test_a_lost_decode_is_never_shed_and_goes_behind_every_attainable_one(shed):
     f = fleet(2, roles=["prefill", "decode"])
-    router, host = Gate(), Host()
+    router, host = DecodeGate(), Host()
     d = FleetDriver(f, router, host, LostCauseTest(model()), DriverOptions(shed=shed, colocated=False))
     d.start(0.0)
     early = req(1, tier=0, arrival=0.0)  # t20, 1000 tokens: token 2 due at 0.62 s
