@@ -31,6 +31,7 @@ awaits or blocks, so a host on an event loop never sees the ledger half-updated.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -255,18 +256,21 @@ class FleetDriver:
         if info is None:
             return False
         self._seat_since.pop(rid, None)
-        self._unqueue(info)
+        f = self.fleet
+        self._unqueue(info, (f.pending[info.tier], f.pending_decode[info.tier]), self.lost_queues.values())
         return True
 
-    def _unqueue(self, info: RequestInfo) -> bool:
-        """Take ``info`` out of the queue it sits in; True if that was a lost queue. Scans from the head, where
-        the oldest wait (a seat timeout's request is the oldest of its queue, so it is found at once)."""
-        f = self.fleet
-        for q in (f.pending[info.tier], f.pending_decode[info.tier], *self.lost_queues.values()):
-            for i, x in enumerate(q):
-                if x.rid == info.rid:
-                    del q[i]
-                    return q is not f.pending[info.tier] and q is not f.pending_decode[info.tier]
+    @staticmethod
+    def _unqueue(info: RequestInfo, tier_queues: Iterable[deque[RequestInfo]],
+                 lost_queues: Iterable[deque[RequestInfo]]) -> bool:
+        """Take ``info`` out of the one of these queues it sits in; True if that was a lost queue. Scans from
+        the head, where the oldest wait (a seat timeout's request is the oldest of its queue: found at once)."""
+        for lost, queues in ((False, tier_queues), (True, lost_queues)):
+            for q in queues:
+                for i, x in enumerate(q):
+                    if x.rid == info.rid:
+                        del q[i]
+                        return lost
         return False
 
     def cancel_all(self) -> list[int]:
@@ -392,7 +396,9 @@ class FleetDriver:
             order.popleft()
             del since[rid]
             info = waiting.pop(rid)
-            if not self._unqueue(info):  # a lost one was counted a miss when it went to the lost queue
+            # only the decode queues: a long queue of prompts of the same tier is never scanned for it
+            if not self._unqueue(info, (self.fleet.pending_decode[info.tier],), (self.lost_queues["decode"],)):
+                # (a lost one was counted a miss when it went to the lost queue)
                 self.fleet.outcomes.missed(info.tier, now, decode=True)
             self.host.end(info, "timeout", f"no decode server within {limit:g} s", now)
 

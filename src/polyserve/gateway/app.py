@@ -639,7 +639,7 @@ class Gateway:
             try:
                 # the wait for a decode seat is a silence in the stream, bounded like one (a request whose next
                 # token can no longer be on time waits behind every one that can, so it could wait long): the
-                # driver ends it after timeouts.idle_s, as the simulator does (Shed, 503)
+                # driver ends it after timeouts.idle_s, as the simulator does (NoSeat: a 503 event)
                 sid = fut.result() if fut.done() else await fut
             except NoSeat as e:
                 return await self._fail_after_first(send, live, stream, f"overloaded: {e} (timeouts.idle_s)", 503)
